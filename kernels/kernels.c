@@ -1,0 +1,2 @@
+/* kernels.c - placeholder translation unit until the op registry lands. */
+int hd_kernels_placeholder_;
