@@ -1,0 +1,105 @@
+/*
+ * hadal/engine.h - the single-process DeepSeek-V4 engine: weights bound from a checkpoint,
+ * sequences with their KV state, and batched forward steps.
+ *
+ * An engine owns the mmap'ed weights (read-only, shared by all sequences) and a kernel
+ * backend. A sequence owns its KV state: the sliding-window ring, the compressed entries,
+ * the indexer keys and the compressor's rolling state for every layer (and the MTP block),
+ * stored packed in official numerics (583 B per 512-d entry, 68 B per 128-d indexer key) and
+ * as fp32 in plain numerics. hd_engine_step() appends any number of tokens to any number of
+ * sequences in one call (prefill chunks of any size, decode tokens, or a mix); results do not
+ * depend on how tokens are chunked or batched. One thread drives an engine at a time; the
+ * kernels use the backend's own threads.
+ */
+#ifndef HADAL_ENGINE_H
+#define HADAL_ENGINE_H
+
+#include "hadal/config.h"
+#include "hadal/status.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hd_engine *hd_engine_h;
+typedef struct hd_seq *hd_seq_h;
+
+typedef enum {
+    HD_NUMERICS_OFFICIAL = 0, /* FP8 act quant, FP8-simulated KV, Hadamard+FP4 indexer, fp32 head */
+    HD_NUMERICS_PLAIN = 1,    /* fp32 everywhere, no simulation (what transformers computes) */
+} hd_numerics_t;
+
+typedef struct {
+    const char *model_path;   /* checkpoint directory (config.json + safetensors) */
+    const char *config_path;  /* (optional) config to use instead of model_path/config.json */
+    hd_numerics_t numerics;   /* default official */
+    int n_threads;            /* kernel threads; 0 = all online CPUs */
+    int layer_lo, layer_hi;   /* (optional) load layers [lo, hi) only; 0,0 = all (+MTP) */
+    bool load_mtp;            /* bind the MTP block when the checkpoint has it */
+} hd_engine_params_t;
+
+hd_status_t hd_engine_create(const hd_engine_params_t *params, hd_engine_h *engine_p);
+void hd_engine_destroy(hd_engine_h engine);
+const hd_model_config_t *hd_engine_config(hd_engine_h engine);
+hd_numerics_t hd_engine_numerics(hd_engine_h engine);
+/* Bytes of weights mapped (what a decode step reads at most). */
+size_t hd_engine_weight_bytes(hd_engine_h engine);
+/* Bytes of weights one decode token reads (attention + shared + top-k routed experts + head). */
+size_t hd_engine_active_bytes_per_token(hd_engine_h engine);
+/* Last error message of this engine (load errors name file and tensor). */
+const char *hd_engine_last_error(hd_engine_h engine);
+
+hd_status_t hd_seq_create(hd_engine_h engine, hd_seq_h *seq_p);
+void hd_seq_destroy(hd_seq_h seq);
+/* Tokens processed so far (the next token's position). */
+int64_t hd_seq_len(hd_seq_h seq);
+/* Bytes of KV state currently held (window, compressed entries, indexer keys, state). */
+size_t hd_seq_kv_bytes(hd_seq_h seq);
+
+typedef enum {
+    HD_LOGITS_NONE = 0,
+    HD_LOGITS_LAST = 1, /* logits of the last token of the item: [1, vocab] */
+    HD_LOGITS_ALL = 2,  /* logits of every token of the item: [n_tokens, vocab] */
+} hd_logits_mode_t;
+
+typedef struct {
+    hd_seq_h seq;                /* sequence to extend */
+    const int32_t *tokens;       /* ids to append, in order */
+    int64_t n_tokens;            /* >= 1 */
+    hd_logits_mode_t logits;     /* which logits to produce */
+    float *logits_out;           /* caller buffer for them (vocab floats per row) */
+    float *hidden_out;           /* (optional) per layer streams [n_layers, n_tokens, N, d] */
+} hd_batch_item_t;
+
+/*
+ * Run one forward step over @n items (each a different sequence). Every item's tokens are
+ * appended to its sequence. On error no sequence is changed... except that a failure inside
+ * the layers (out of memory) leaves the affected sequences unusable: they report
+ * HD_ERR_INVALID_PARAM on later steps and must be destroyed.
+ */
+hd_status_t hd_engine_step(hd_engine_h engine, hd_batch_item_t *items, int n);
+
+/*
+ * MTP draft: logits for the token after @next_token, from the sequence's last hidden state
+ * and @next_token (the token just sampled for the next position). Does not change the
+ * sequence. HD_ERR_UNSUPPORTED when the MTP block is not loaded.
+ */
+hd_status_t hd_engine_mtp_draft(hd_engine_h engine, hd_seq_h seq, int32_t next_token,
+                                float *logits_out);
+
+/* ---- sampling ---- */
+typedef struct {
+    float temperature; /* 0 = greedy */
+    float top_p;       /* 1 = off */
+    int top_k;         /* 0 = off */
+    float min_p;       /* 0 = off */
+    uint64_t seed;     /* the sampler's PRNG seed */
+} hd_sampling_params_t;
+
+typedef struct hd_sampler *hd_sampler_h;
+hd_status_t hd_sampler_create(const hd_sampling_params_t *params, int vocab, hd_sampler_h *s_p);
+void hd_sampler_destroy(hd_sampler_h s);
+/* Sample one id from @logits (vocab floats; not modified). Greedy ties pick the lowest id. */
+int32_t hd_sampler_sample(hd_sampler_h s, const float *logits);
+
+#endif /* HADAL_ENGINE_H */

@@ -1,0 +1,85 @@
+/*
+ * registry.c - the static list of compiled-in kernel backends and the public wrappers that
+ * dispatch an op to a backend's vtable. The CPU backend is always present.
+ */
+#include "kernels_impl.h"
+#include "hadal/alloc.h"
+#include "hadal/log.h"
+
+#include <string.h>
+
+static const hd_kern_ops_t *const kern_backends[] = {
+    &hd_kern_cpu_ops,
+};
+static const char *const kern_backend_names[] = {"cpu", NULL};
+
+const char *const *hd_kern_backend_names(void)
+{
+    return kern_backend_names;
+}
+
+hd_status_t hd_kern_backend_create(const char *name, int n_threads, hd_kern_backend_t **be_p)
+{
+    hd_kern_backend_t *be;
+    hd_status_t status;
+    for (size_t i = 0; i < sizeof(kern_backends) / sizeof(kern_backends[0]); i++) {
+        if (strcmp(kern_backends[i]->name, name) != 0) {
+            continue;
+        }
+        be = hd_calloc(1, sizeof(*be), "kernel backend");
+        if (be == NULL) {
+            return HD_ERR_NO_MEMORY;
+        }
+        be->ops = kern_backends[i];
+        status = be->ops->init(n_threads, &be->ctx);
+        if (status != HD_OK) {
+            hd_free(be);
+            return status;
+        }
+        *be_p = be;
+        return HD_OK;
+    }
+    hd_error(HD_SUBSYS_KERN, "no kernel backend named '%s' in this build", name);
+    return HD_ERR_UNSUPPORTED;
+}
+
+void hd_kern_backend_destroy(hd_kern_backend_t *be)
+{
+    if (be == NULL) {
+        return;
+    }
+    be->ops->cleanup(be->ctx);
+    hd_free(be);
+}
+
+hd_status_t hd_kern_run(hd_kern_backend_t *be, const hd_op_t *op)
+{
+    if (!be->ops->supports_op(be->ctx, op)) {
+        hd_error(HD_SUBSYS_KERN, "backend %s does not support op %d", be->ops->name, op->type);
+        return HD_ERR_UNSUPPORTED;
+    }
+    return be->ops->run_op(be->ctx, op);
+}
+
+hd_status_t hd_kern_synchronize(hd_kern_backend_t *be)
+{
+    return be->ops->synchronize ? be->ops->synchronize(be->ctx) : HD_OK;
+}
+
+struct hd_pool *hd_kern_cpu_pool(hd_kern_backend_t *be)
+{
+    if (be->ops != &hd_kern_cpu_ops) {
+        return NULL;
+    }
+    return ((cpu_ctx_t *)be->ctx)->pool;
+}
+
+hd_status_t hd_kern_matmul(hd_kern_backend_t *be, const hd_weight_t *w, const float *x,
+                           int64_t x_stride, float *y, int64_t y_stride, int64_t n,
+                           bool act_quant_fp8)
+{
+    hd_op_t op = {.type = HD_OP_MATMUL};
+    op.matmul = (hd_op_matmul_t){.w = w, .x = x, .y = y, .n = n, .x_stride = x_stride,
+                                 .y_stride = y_stride, .act_quant_fp8 = act_quant_fp8};
+    return hd_kern_run(be, &op);
+}
