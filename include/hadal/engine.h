@@ -36,6 +36,8 @@ typedef struct {
     int n_threads;            /* kernel threads; 0 = all online CPUs */
     int layer_lo, layer_hi;   /* (optional) load layers [lo, hi) only; 0,0 = all (+MTP) */
     bool load_mtp;            /* bind the MTP block when the checkpoint has it */
+    char *err;                /* (optional) receives why creation failed: file, tensor, field */
+    size_t err_len;           /* bytes of err */
 } hd_engine_params_t;
 
 hd_status_t hd_engine_create(const hd_engine_params_t *params, hd_engine_h *engine_p);
