@@ -45,6 +45,10 @@ const hd_st_tensor_t *hd_st_find(hd_st_set_h set, const char *name);
 size_t hd_st_count(hd_st_set_h set);
 const hd_st_tensor_t *hd_st_at(hd_st_set_h set, size_t i);
 int64_t hd_st_numel(const hd_st_tensor_t *t);
+/* The path given to hd_st_open (file, index or directory); owned by the set. */
+const char *hd_st_path(hd_st_set_h set);
+/* Number of files (shards) in the set. */
+size_t hd_st_file_count(hd_st_set_h set);
 
 /* ---- writer (used by gen-model and tests) ---- */
 typedef struct hd_st_writer *hd_st_writer_h;
@@ -56,5 +60,18 @@ hd_status_t hd_st_writer_add(hd_st_writer_h w, const char *name, hd_dtype_t dtyp
                              const int64_t *shape, const void *data, size_t nbytes);
 hd_status_t hd_st_writer_finish(hd_st_writer_h w); /* writes and frees */
 void hd_st_writer_abort(hd_st_writer_h w);         /* frees without writing */
+
+/*
+ * Streaming form, for files larger than memory: declare every tensor (name, dtype, shape),
+ * then hand the bytes of all tensors, in declaration order, to hd_st_writer_write in pieces
+ * of any size; hd_st_writer_finish checks that exactly the declared bytes arrived. A writer
+ * uses either hd_st_writer_add or declare/write, not both (HD_ERR_INVALID_PARAM).
+ * The file is written as <path>.tmp and renamed into place by finish; abort removes it.
+ */
+hd_status_t hd_st_writer_declare(hd_st_writer_h w, const char *name, hd_dtype_t dtype, int ndim,
+                                 const int64_t *shape);
+hd_status_t hd_st_writer_write(hd_st_writer_h w, const void *data, size_t nbytes);
+/* Bytes of the whole file as it will be written (header included), once all are declared. */
+uint64_t hd_st_writer_file_size(hd_st_writer_h w);
 
 #endif /* HADAL_SAFETENSORS_H */
