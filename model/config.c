@@ -21,7 +21,7 @@
 
 /* ---- presets ---- */
 
-static const char *const preset_names[] = {"flash", "pro",    "tiny-a", "tiny-a-clamp",
+static const char *const preset_names[] = {"flash",  "pro",    "tiny-a", "tiny-a-clamp",
                                            "tiny-b", "medium", NULL};
 
 const char *const *hd_config_preset_names(void)
@@ -207,7 +207,7 @@ static bool is_pow2(long v)
 #define CHECK_RANGE(field, v, lo, hi)                                                              \
     do {                                                                                           \
         if ((long)(v) < (long)(lo) || (long)(v) > (long)(hi)) {                                    \
-            return cfg_fail(err, err_len, origin, field, "%ld out of range [%ld, %ld]", (long)(v),  \
+            return cfg_fail(err, err_len, origin, field, "%ld out of range [%ld, %ld]", (long)(v), \
                             (long)(lo), (long)(hi));                                               \
         }                                                                                          \
     } while (0)
@@ -221,8 +221,8 @@ static bool is_pow2(long v)
     } while (0)
 
 /* Validate with @origin naming the source in messages ("<origin>: field <name>: <why>"). */
-static hd_status_t config_validate_origin(const hd_model_config_t *c, const char *origin,
-                                          char *err, size_t err_len)
+static hd_status_t config_validate_origin(const hd_model_config_t *c, const char *origin, char *err,
+                                          size_t err_len)
 {
     int n_blocks;
     bool any_csa = false;
@@ -313,8 +313,7 @@ static hd_status_t config_validate_origin(const hd_model_config_t *c, const char
         }
     }
     CHECK_RANGE("index_n_heads", c->index_n_heads, 1, 4096);
-    if (!is_pow2(c->index_head_dim) || c->index_head_dim % 32 != 0 ||
-        c->index_head_dim > 8192) {
+    if (!is_pow2(c->index_head_dim) || c->index_head_dim % 32 != 0 || c->index_head_dim > 8192) {
         return cfg_fail(err, err_len, origin, "index_head_dim",
                         "%d must be a power of two, a multiple of 32 (FP4 blocks) and <= 8192 "
                         "(Hadamard)",
@@ -353,8 +352,8 @@ static hd_status_t config_validate_origin(const hd_model_config_t *c, const char
                         "false; DeepSeek-V4 normalises the top-k weights");
     }
     if (c->hc_mult != 4) {
-        return cfg_fail(err, err_len, origin, "hc_mult", "%d; only 4 residual streams are supported",
-                        c->hc_mult);
+        return cfg_fail(err, err_len, origin, "hc_mult",
+                        "%d; only 4 residual streams are supported", c->hc_mult);
     }
     CHECK_RANGE("hc_sinkhorn_iters", c->hc_sinkhorn_iters, 1, 1000);
     CHECK_POS_REAL("hc_eps", c->hc_eps);
@@ -381,8 +380,8 @@ hd_status_t hd_config_validate(const hd_model_config_t *cfg, char *err, size_t e
     if (cfg == NULL) {
         return HD_ERR_INVALID_PARAM;
     }
-    origin = memchr(cfg->name, '\0', sizeof(cfg->name)) != NULL && cfg->name[0] ? cfg->name
-                                                                                 : "config";
+    origin =
+        memchr(cfg->name, '\0', sizeof(cfg->name)) != NULL && cfg->name[0] ? cfg->name : "config";
     return config_validate_origin(cfg, origin, err, err_len);
 }
 
@@ -400,19 +399,17 @@ static const char *const known_keys[] = {
     "architectures", "model_type", "vocab_size", "hidden_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "qk_rope_head_dim", "q_lora_rank",
     "o_lora_rank", "o_groups", "sliding_window", "compress_rope_theta", "rope_theta",
-    "rope_scaling", "max_position_embeddings", "compress_ratios", "index_n_heads",
-    "index_head_dim", "index_topk", "n_routed_experts", "n_shared_experts",
-    "num_experts_per_tok", "moe_intermediate_size", "num_hash_layers", "scoring_func",
-    "topk_method", "norm_topk_prob", "routed_scaling_factor", "swiglu_limit", "hc_mult",
-    "hc_sinkhorn_iters", "hc_eps", "rms_norm_eps", "num_nextn_predict_layers", "hidden_act",
-    "attention_bias", "attention_dropout", "bos_token_id", "eos_token_id", "tie_word_embeddings",
-    "initializer_range", "use_cache", "torch_dtype", "dtype", "transformers_version",
-    "expert_dtype", "quantization_config",
+    "rope_scaling", "max_position_embeddings", "compress_ratios", "index_n_heads", "index_head_dim",
+    "index_topk", "n_routed_experts", "n_shared_experts", "num_experts_per_tok",
+    "moe_intermediate_size", "num_hash_layers", "scoring_func", "topk_method", "norm_topk_prob",
+    "routed_scaling_factor", "swiglu_limit", "hc_mult", "hc_sinkhorn_iters", "hc_eps",
+    "rms_norm_eps", "num_nextn_predict_layers", "hidden_act", "attention_bias", "attention_dropout",
+    "bos_token_id", "eos_token_id", "tie_word_embeddings", "initializer_range", "use_cache",
+    "torch_dtype", "dtype", "transformers_version", "expert_dtype", "quantization_config",
     /* transformers form */
-    "layer_types", "compress_rates", "mlp_layer_types", "rope_parameters",
-    "partial_rotary_factor", "compress_rate_csa", "compress_rate_hca", "mlp_bias",
-    "output_router_logits", "router_aux_loss_coef", "router_jitter_noise", "pad_token_id",
-    NULL};
+    "layer_types", "compress_rates", "mlp_layer_types", "rope_parameters", "partial_rotary_factor",
+    "compress_rate_csa", "compress_rate_hca", "mlp_bias", "output_router_logits",
+    "router_aux_loss_coef", "router_jitter_noise", "pad_token_id", NULL};
 
 static hd_status_t pfail(cfg_parser_t *p, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -648,8 +645,8 @@ static hd_status_t parse_ratios(cfg_parser_t *p, hd_model_config_t *c)
             } else if (strcmp(e->str, "heavily_compressed_attention") == 0) {
                 c->compress_ratio[i] = hca;
             } else {
-                return pfail(p, "layer_types", "entry %d \"%s\" is not a DeepSeek-V4 layer type",
-                             i, e->str);
+                return pfail(p, "layer_types", "entry %d \"%s\" is not a DeepSeek-V4 layer type", i,
+                             e->str);
             }
         }
         /* MTP blocks are pure sliding-window layers; transformers does not list them. */
@@ -715,8 +712,8 @@ static hd_status_t parse_hash(cfg_parser_t *p, hd_model_config_t *c)
         if (nh != NULL) {
             HD_CHECK(get_int(p, p->root, "num_hash_layers", "num_hash_layers", true, 0, &legacy));
             if (legacy != c->n_hash_layers) {
-                return pfail(p, "num_hash_layers", "%d disagrees with mlp_layer_types (%d)",
-                             legacy, c->n_hash_layers);
+                return pfail(p, "num_hash_layers", "%d disagrees with mlp_layer_types (%d)", legacy,
+                             c->n_hash_layers);
             }
         }
     }
@@ -743,8 +740,8 @@ static hd_status_t parse_rope(cfg_parser_t *p, hd_model_config_t *c)
     if (hd_json_get(p->root, "partial_rotary_factor") != NULL &&
         hd_json_get(p->root, "partial_rotary_factor")->type != HD_JSON_NULL) {
         double r;
-        HD_CHECK(get_real(p, p->root, "partial_rotary_factor", "partial_rotary_factor", true, 0,
-                          &pr));
+        HD_CHECK(
+            get_real(p, p->root, "partial_rotary_factor", "partial_rotary_factor", true, 0, &pr));
         r = pr * c->head_dim;
         if (!(pr > 0.0 && pr < 1.0) || r != floor(r)) {
             return pfail(p, "partial_rotary_factor",
@@ -852,8 +849,8 @@ static hd_status_t parse_quant(cfg_parser_t *p, hd_model_config_t *c)
             return pfail(p, "quantization_config", "expected an object, got %s",
                          hd_json_type_name(qc->type));
         }
-        HD_CHECK(expect_str(p, qc, "quant_method", "quantization_config.quant_method", "fp8",
-                            false));
+        HD_CHECK(
+            expect_str(p, qc, "quant_method", "quantization_config.quant_method", "fp8", false));
         HD_CHECK(expect_str(p, qc, "fmt", "quantization_config.fmt", "e4m3", false));
         HD_CHECK(expect_str(p, qc, "scale_fmt", "quantization_config.scale_fmt", "ue8m0", false));
         wbs = hd_json_get(qc, "weight_block_size");
@@ -910,8 +907,7 @@ static hd_status_t config_from_json(cfg_parser_t *p, hd_model_config_t *c)
                      &c->n_mtp_layers));
     /* bound the counts before they size the ratio table */
     if (c->n_layers < 1 || c->n_layers > HD_MAX_LAYERS) {
-        return pfail(p, "num_hidden_layers", "%d out of range [1, %d]", c->n_layers,
-                     HD_MAX_LAYERS);
+        return pfail(p, "num_hidden_layers", "%d out of range [1, %d]", c->n_layers, HD_MAX_LAYERS);
     }
     if (c->n_mtp_layers < 0 || c->n_mtp_layers > 4 ||
         c->n_layers + c->n_mtp_layers > HD_MAX_LAYERS) {
@@ -922,29 +918,26 @@ static hd_status_t config_from_json(cfg_parser_t *p, hd_model_config_t *c)
     HD_CHECK(get_int(p, r, "num_attention_heads", "num_attention_heads", true, 0, &c->n_heads));
     HD_CHECK(get_int(p, r, "num_key_value_heads", "num_key_value_heads", false, 1, &kv_heads));
     if (kv_heads != 1) {
-        return pfail(p, "num_key_value_heads", "%d; DeepSeek-V4 has one shared K=V head",
-                     kv_heads);
+        return pfail(p, "num_key_value_heads", "%d; DeepSeek-V4 has one shared K=V head", kv_heads);
     }
     HD_CHECK(get_int(p, r, "head_dim", "head_dim", true, 0, &c->head_dim));
     HD_CHECK(get_int(p, r, "q_lora_rank", "q_lora_rank", true, 0, &c->q_lora_rank));
     HD_CHECK(get_int(p, r, "o_lora_rank", "o_lora_rank", true, 0, &c->o_lora_rank));
     HD_CHECK(get_int(p, r, "o_groups", "o_groups", true, 0, &c->o_groups));
     HD_CHECK(get_int(p, r, "sliding_window", "sliding_window", true, 0, &c->window));
-    HD_CHECK(get_int(p, r, "max_position_embeddings", "max_position_embeddings", true, 0,
-                     &c->max_pos));
+    HD_CHECK(
+        get_int(p, r, "max_position_embeddings", "max_position_embeddings", true, 0, &c->max_pos));
     HD_CHECK(parse_rope(p, c));
     HD_CHECK(parse_ratios(p, c));
     HD_CHECK(get_int(p, r, "index_n_heads", "index_n_heads", true, 0, &c->index_n_heads));
     HD_CHECK(get_int(p, r, "index_head_dim", "index_head_dim", true, 0, &c->index_head_dim));
     HD_CHECK(get_int(p, r, "index_topk", "index_topk", true, 0, &c->index_topk));
-    HD_CHECK(get_int(p, r, "n_routed_experts", "n_routed_experts", true, 0,
-                     &c->n_routed_experts));
-    HD_CHECK(get_int(p, r, "n_shared_experts", "n_shared_experts", false, 1,
-                     &c->n_shared_experts));
+    HD_CHECK(get_int(p, r, "n_routed_experts", "n_routed_experts", true, 0, &c->n_routed_experts));
+    HD_CHECK(get_int(p, r, "n_shared_experts", "n_shared_experts", false, 1, &c->n_shared_experts));
     HD_CHECK(get_int(p, r, "num_experts_per_tok", "num_experts_per_tok", true, 0,
                      &c->n_experts_per_tok));
-    HD_CHECK(get_int(p, r, "moe_intermediate_size", "moe_intermediate_size", true, 0,
-                     &c->moe_inter));
+    HD_CHECK(
+        get_int(p, r, "moe_intermediate_size", "moe_intermediate_size", true, 0, &c->moe_inter));
     HD_CHECK(parse_hash(p, c));
     HD_CHECK(expect_str(p, r, "scoring_func", "scoring_func", "sqrtsoftplus", false));
     HD_CHECK(expect_str(p, r, "topk_method", "topk_method", "noaux_tc", false));
@@ -954,8 +947,8 @@ static hd_status_t config_from_json(cfg_parser_t *p, hd_model_config_t *c)
                       &c->routed_scale));
     HD_CHECK(get_real(p, r, "swiglu_limit", "swiglu_limit", false, 10.0, &c->swiglu_limit));
     HD_CHECK(get_int(p, r, "hc_mult", "hc_mult", false, 4, &c->hc_mult));
-    HD_CHECK(get_int(p, r, "hc_sinkhorn_iters", "hc_sinkhorn_iters", false, 20,
-                     &c->hc_sinkhorn_iters));
+    HD_CHECK(
+        get_int(p, r, "hc_sinkhorn_iters", "hc_sinkhorn_iters", false, 20, &c->hc_sinkhorn_iters));
     HD_CHECK(get_real(p, r, "hc_eps", "hc_eps", false, 1e-6, &c->hc_eps));
     HD_CHECK(get_real(p, r, "rms_norm_eps", "rms_norm_eps", false, 1e-6, &c->norm_eps));
     HD_CHECK(get_token_id(p, "bos_token_id", 0, &c->bos_id));

@@ -15,6 +15,7 @@
 #include "hadal/quant.h"
 #include "hadal/rng.h"
 #include "hadal/safetensors.h"
+#include "gen_impl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -56,10 +57,10 @@ static uint64_t gen_tensor_seed(uint64_t seed, const char *name)
 /* ---- geometry of a weight (or plain tensor) in 128-row bands ---- */
 
 typedef struct {
-    int64_t rows;      /* logical rows */
-    int64_t cols;      /* logical columns */
-    uint64_t row_bytes;    /* stored bytes per row of the weight */
-    uint64_t scale_bytes;  /* bytes of the scale tensor (0 for plain) */
+    int64_t rows;         /* logical rows */
+    int64_t cols;         /* logical columns */
+    uint64_t row_bytes;   /* stored bytes per row of the weight */
+    uint64_t scale_bytes; /* bytes of the scale tensor (0 for plain) */
     int64_t n_bands;
 } gen_geom_t;
 
@@ -101,17 +102,21 @@ static uint64_t gen_band_scale_off(const hd_inv_tensor_t *w, const gen_geom_t *g
 
 /* ---- values ---- */
 
-/* @n normals N(@mean, @std) by Box-Muller, both outputs used. */
+/* @n normals N(@mean, @std) by Marsaglia's polar method, both outputs used. */
 static void gen_normals(hd_rng_t *r, float *x, size_t n, double mean, double std)
 {
     size_t i = 0;
     while (i < n) {
-        double u1 = 1.0 - hd_rng_uniform_d(r); /* (0, 1] */
-        double u2 = hd_rng_uniform_d(r);
-        double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
-        x[i++] = (float)(mean + std * rad * cos(th));
+        double u = 2.0 * hd_rng_uniform_d(r) - 1.0;
+        double v = 2.0 * hd_rng_uniform_d(r) - 1.0;
+        double s = u * u + v * v, m;
+        if (s >= 1.0 || s == 0.0) {
+            continue;
+        }
+        m = std * sqrt(-2.0 * log(s) / s);
+        x[i++] = (float)(mean + u * m);
         if (i < n) {
-            x[i++] = (float)(mean + std * rad * sin(th));
+            x[i++] = (float)(mean + v * m);
         }
     }
 }
@@ -178,7 +183,7 @@ static void gen_quant_fp8(const float *x, int64_t rows, int64_t cols, uint8_t *q
         s[bj] = hd_f32_to_e8m0_ceil(sc);
         for (int64_t r = 0; r < rows; r++) {
             for (int64_t c = c0; c < c1; c++) {
-                q[r * cols + c] = hd_f32_to_e4m3(x[r * cols + c] * inv);
+                q[r * cols + c] = hd_gen_e4m3(x[r * cols + c] * inv);
             }
         }
     }
@@ -201,8 +206,8 @@ static void gen_quant_fp4(const float *x, int64_t rows, int64_t cols, uint8_t *q
             inv = 1.0f / sc;
             s[r * groups + g] = hd_f32_to_e8m0_ceil(sc);
             for (int i = 0; i < 32; i += 2) {
-                uint8_t lo = hd_f32_to_e2m1(xr[g * 32 + i] * inv);
-                uint8_t hi = hd_f32_to_e2m1(xr[g * 32 + i + 1] * inv);
+                uint8_t lo = hd_gen_e2m1(xr[g * 32 + i] * inv);
+                uint8_t hi = hd_gen_e2m1(xr[g * 32 + i + 1] * inv);
                 q[r * (cols / 2) + (g * 32 + i) / 2] = (uint8_t)(lo | (hi << 4));
             }
         }
@@ -276,8 +281,7 @@ hd_status_t hd_gen_tensor(const hd_model_config_t *cfg, uint64_t seed, const hd_
     is_scale = t->role == HD_INV_FP8_SCALE || t->role == HD_INV_FP4_SCALE;
     if (is_scale) {
         size_t len = strlen(w.name);
-        if (len < 6 || strcmp(w.name + len - 6, ".scale") != 0 ||
-            len + 1 >= sizeof(w.name)) {
+        if (len < 6 || strcmp(w.name + len - 6, ".scale") != 0 || len + 1 >= sizeof(w.name)) {
             return HD_ERR_INVALID_PARAM;
         }
         memcpy(w.name + len - 6, ".weight", 8);
@@ -323,9 +327,9 @@ typedef struct {
     const hd_inv_tensor_t *s; /* its scale tensor, or NULL */
     gen_geom_t g;
     uint64_t tseed;
-    uint64_t bytes;           /* stored bytes of w and s */
-    int shard;                /* 0-based shard index */
-    uint8_t *sbuf;            /* scales while its bands are in flight */
+    uint64_t bytes; /* stored bytes of w and s */
+    int shard;      /* 0-based shard index */
+    uint8_t *sbuf;  /* scales while its bands are in flight */
 } gen_unit_t;
 
 typedef struct {
@@ -357,7 +361,7 @@ typedef struct {
     gen_unit_t *units;
     size_t n_units;
     int n_shards;
-    uint8_t *arena;   /* batch output */
+    uint8_t *arena; /* batch output */
     size_t arena_len;
     gen_job_t *jobs;
     char *err;
@@ -457,13 +461,12 @@ static hd_status_t gen_write_shard(gen_ctx_t *c, int s, size_t u0, size_t u1)
     }
     for (size_t i = u0; i < u1; i++) {
         const gen_unit_t *un = &c->units[i];
-        HD_CHECK_GOTO(hd_st_writer_declare(w, un->w->name, un->w->dtype, un->w->ndim,
-                                           un->w->shape),
+        HD_CHECK_GOTO(hd_st_writer_declare(w, un->w->name, un->w->dtype, un->w->ndim, un->w->shape),
                       status, err_abort);
         if (un->s != NULL) {
-            HD_CHECK_GOTO(hd_st_writer_declare(w, un->s->name, un->s->dtype, un->s->ndim,
-                                               un->s->shape),
-                          status, err_abort);
+            HD_CHECK_GOTO(
+                hd_st_writer_declare(w, un->s->name, un->s->dtype, un->s->ndim, un->s->shape),
+                status, err_abort);
         }
     }
     size = hd_st_writer_file_size(w);

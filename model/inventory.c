@@ -19,8 +19,8 @@ typedef struct {
     const hd_inv_filter_t *filter;
     hd_inv_tensor_t *t; /* NULL while counting */
     size_t n;
-    int layer;  /* block being emitted, -1 for globals */
-    int expert; /* routed expert being emitted, -1 otherwise */
+    int layer;          /* block being emitted, -1 for globals */
+    int expert;         /* routed expert being emitted, -1 otherwise */
     const char *prefix; /* "layers.3." / "mtp.0." / "" */
 } inv_walk_t;
 
@@ -89,8 +89,8 @@ static void inv_expert(inv_walk_t *w, int e, const char *wn, int64_t out, int64_
         inv_fp8(w, base, out, in);
         break;
     default:
-        inv_emit(w, HD_DT_BF16, 2, out, in, HD_INV_PLAIN, HD_INV_INIT_WEIGHT, out, in,
-                 "%s.weight", base);
+        inv_emit(w, HD_DT_BF16, 2, out, in, HD_INV_PLAIN, HD_INV_INIT_WEIGHT, out, in, "%s.weight",
+                 base);
         break;
     }
 }
@@ -184,8 +184,7 @@ static void inv_block(inv_walk_t *w, int b)
         inv_plain(w, "ffn.gate.tid2eid", HD_DT_I64, 2, c->vocab_size, c->n_experts_per_tok,
                   HD_INV_INIT_TID2EID);
     } else {
-        inv_plain(w, "ffn.gate.bias", HD_DT_F32, 1, c->n_routed_experts, 0,
-                  HD_INV_INIT_GATE_BIAS);
+        inv_plain(w, "ffn.gate.bias", HD_DT_F32, 1, c->n_routed_experts, 0, HD_INV_INIT_GATE_BIAS);
     }
     for (int e = 0; e < c->n_routed_experts; e++) {
         if (!inv_want_expert(w, e)) {
@@ -235,8 +234,7 @@ static void inv_walk(inv_walk_t *w, int lo, int hi, hd_inv_globals_t globals)
     }
 }
 
-hd_status_t hd_inv_init(hd_inv_t *inv, const hd_model_config_t *cfg,
-                        const hd_inv_filter_t *filter)
+hd_status_t hd_inv_init(hd_inv_t *inv, const hd_model_config_t *cfg, const hd_inv_filter_t *filter)
 {
     inv_walk_t w;
     int lo = 0, hi, n_all;
@@ -358,16 +356,16 @@ hd_status_t hd_ckpt_check_filter(hd_st_set_h set, const hd_model_config_t *cfg,
             snprintf(msg, sizeof(msg), "%s: tensor %s: missing", hd_st_path(set), want->name);
             st = HD_ERR_NOT_FOUND;
         } else if (t->dtype != want->dtype) {
-            snprintf(msg, sizeof(msg), "%s: tensor %s: dtype %s, expected %s", t->file,
-                     want->name, hd_dtype_name(t->dtype), hd_dtype_name(want->dtype));
+            snprintf(msg, sizeof(msg), "%s: tensor %s: dtype %s, expected %s", t->file, want->name,
+                     hd_dtype_name(t->dtype), hd_dtype_name(want->dtype));
             st = HD_ERR_FORMAT;
         } else if (t->ndim != want->ndim || t->shape[0] != want->shape[0] ||
                    (want->ndim > 1 && t->shape[1] != want->shape[1])) {
             char got[160], exp[64];
             shape_str(got, sizeof(got), t->ndim, t->shape);
             shape_str(exp, sizeof(exp), want->ndim, want->shape);
-            snprintf(msg, sizeof(msg), "%s: tensor %s: shape %s, expected %s", t->file,
-                     want->name, got, exp);
+            snprintf(msg, sizeof(msg), "%s: tensor %s: shape %s, expected %s", t->file, want->name,
+                     got, exp);
             st = HD_ERR_FORMAT;
         }
         if (st != HD_OK) {
@@ -393,8 +391,8 @@ hd_status_t hd_ckpt_check_filter(hd_st_set_h set, const hd_model_config_t *cfg,
     return first;
 }
 
-hd_status_t hd_ckpt_check(hd_st_set_h set, const hd_model_config_t *cfg, int layer_lo,
-                          int layer_hi, char *err, size_t err_len)
+hd_status_t hd_ckpt_check(hd_st_set_h set, const hd_model_config_t *cfg, int layer_lo, int layer_hi,
+                          char *err, size_t err_len)
 {
     hd_inv_filter_t f = {
         .layer_lo = layer_lo,

@@ -116,7 +116,9 @@ static hd_status_t st_parse_entry(const hd_st_file_t *f, const char *name, const
     offs = hd_json_get(e, "data_offsets");
     if (dt == NULL || shape == NULL || offs == NULL) {
         st_err(err, err_len, "%s: tensor %s: missing %s", f->path, name,
-               dt == NULL ? "dtype" : shape == NULL ? "shape" : "data_offsets");
+               dt == NULL      ? "dtype"
+               : shape == NULL ? "shape"
+                               : "data_offsets");
         return HD_ERR_FORMAT;
     }
     if (dt->type != HD_JSON_STRING) {
@@ -143,8 +145,8 @@ static hd_status_t st_parse_entry(const hd_st_file_t *f, const char *name, const
     for (size_t i = 0; i < shape->n; i++) {
         const hd_json_t *d = shape->kids[i];
         if (d->type != HD_JSON_NUMBER || !d->is_int || d->i64 < 0) {
-            st_err(err, err_len, "%s: tensor %s: shape[%zu] is not a non-negative integer",
-                   f->path, name, i);
+            st_err(err, err_len, "%s: tensor %s: shape[%zu] is not a non-negative integer", f->path,
+                   name, i);
             return HD_ERR_FORMAT;
         }
         if (__builtin_mul_overflow(numel, (uint64_t)d->i64, &numel)) {
@@ -158,8 +160,8 @@ static hd_status_t st_parse_entry(const hd_st_file_t *f, const char *name, const
         return HD_ERR_FORMAT;
     }
     if (offs->type != HD_JSON_ARRAY || offs->n != 2 || offs->kids[0]->type != HD_JSON_NUMBER ||
-        !offs->kids[0]->is_int || offs->kids[1]->type != HD_JSON_NUMBER ||
-        !offs->kids[1]->is_int || offs->kids[0]->i64 < 0 || offs->kids[1]->i64 < 0) {
+        !offs->kids[0]->is_int || offs->kids[1]->type != HD_JSON_NUMBER || !offs->kids[1]->is_int ||
+        offs->kids[0]->i64 < 0 || offs->kids[1]->i64 < 0) {
         st_err(err, err_len, "%s: tensor %s: data_offsets is not a pair of non-negative integers",
                f->path, name);
         return HD_ERR_FORMAT;
@@ -233,8 +235,8 @@ hd_status_t hd_st_parse_header(const uint8_t *buf, size_t len, const char *file,
         return HD_ERR_NO_MEMORY;
     }
     if (buf == NULL || len < 8) {
-        st_err(err, err_len, "%s: truncated: %zu bytes, a safetensors file needs at least 8",
-               file, buf == NULL ? 0 : len);
+        st_err(err, err_len, "%s: truncated: %zu bytes, a safetensors file needs at least 8", file,
+               buf == NULL ? 0 : len);
         status = HD_ERR_FORMAT;
         goto err_free;
     }
@@ -369,8 +371,8 @@ static hd_status_t st_file_open(const char *path, hd_st_file_t *f, char *err, si
     }
     if (st.st_size < 8) {
         close(fd);
-        st_err(err, err_len, "%s: truncated: %lld bytes, a safetensors file needs at least 8",
-               path, (long long)st.st_size);
+        st_err(err, err_len, "%s: truncated: %lld bytes, a safetensors file needs at least 8", path,
+               (long long)st.st_size);
         return HD_ERR_FORMAT;
     }
     map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -392,13 +394,13 @@ static hd_status_t st_file_open(const char *path, hd_st_file_t *f, char *err, si
 /* ---- the set: files + a name index ---- */
 
 struct hd_st_set {
-    char *path;                /* as given to hd_st_open */
-    hd_st_file_t *files;       /* n_files parsed shards */
+    char *path;          /* as given to hd_st_open */
+    hd_st_file_t *files; /* n_files parsed shards */
     size_t n_files;
     const hd_st_tensor_t **by_idx; /* all tensors, file order then header order */
     size_t n;
-    uint32_t *slots;           /* open-addressing table of by_idx positions + 1 */
-    size_t n_slots;            /* power of two */
+    uint32_t *slots; /* open-addressing table of by_idx positions + 1 */
+    size_t n_slots;  /* power of two */
 };
 
 static uint64_t st_hash(const char *s)
@@ -534,8 +536,7 @@ static void st_dirname(const char *path, char *dir, size_t len)
 }
 
 /* Open the shards named by index.json @index_path; check weight_map against them. */
-static hd_status_t st_open_index(hd_st_set_h set, const char *index_path, char *err,
-                                 size_t err_len)
+static hd_status_t st_open_index(hd_st_set_h set, const char *index_path, char *err, size_t err_len)
 {
     hd_json_opts_t opts = {.max_depth = 16};
     char dir[4096], shard[8192], jerr[160];
@@ -625,15 +626,15 @@ static hd_status_t st_open_index(hd_st_set_h set, const char *index_path, char *
         const hd_st_tensor_t *t = hd_st_find(set, v->key);
         if (t == NULL || !has_suffix(t->file, v->str) ||
             t->file[strlen(t->file) - v->str_len - 1] != '/') {
-            st_err(err, err_len, "%s: index: tensor %s: not found in shard %s", index_path,
-                   v->key, v->str);
+            st_err(err, err_len, "%s: index: tensor %s: not found in shard %s", index_path, v->key,
+                   v->str);
             status = HD_ERR_FORMAT;
             goto out;
         }
     }
     if (set->n != wm->n) {
-        hd_debug(HD_SUBSYS_MODEL, "%s: shards hold %zu tensors, weight_map lists %zu",
-                 index_path, set->n, wm->n);
+        hd_debug(HD_SUBSYS_MODEL, "%s: shards hold %zu tensors, weight_map lists %zu", index_path,
+                 set->n, wm->n);
     }
     {
         int64_t total;
@@ -775,16 +776,16 @@ typedef enum {
 } st_wmode_t;
 
 struct hd_st_writer {
-    char *path;           /* final name */
-    char *tmp;            /* <path>.tmp while writing */
+    char *path; /* final name */
+    char *tmp;  /* <path>.tmp while writing */
     FILE *f;
-    st_wentry_t *e;       /* tensors in file order */
+    st_wentry_t *e; /* tensors in file order */
     size_t n, cap;
     st_wmode_t mode;
-    bool header_done;     /* streaming: header written */
-    size_t cur;           /* streaming: entry receiving bytes */
-    uint64_t cur_off;     /* streaming: bytes of e[cur] received */
-    hd_buf_t header;      /* built once, when all tensors are known */
+    bool header_done; /* streaming: header written */
+    size_t cur;       /* streaming: entry receiving bytes */
+    uint64_t cur_off; /* streaming: bytes of e[cur] received */
+    hd_buf_t header;  /* built once, when all tensors are known */
 };
 
 hd_status_t hd_st_writer_create(const char *path, hd_st_writer_h *w_p)
@@ -913,8 +914,8 @@ hd_status_t hd_st_writer_add(hd_st_writer_h w, const char *name, hd_dtype_t dtyp
         return status;
     }
     if (need != nbytes) {
-        hd_error(HD_SUBSYS_MODEL, "%s: tensor %s: %zu bytes given, shape needs %llu", w->path,
-                 name, nbytes, (unsigned long long)need);
+        hd_error(HD_SUBSYS_MODEL, "%s: tensor %s: %zu bytes given, shape needs %llu", w->path, name,
+                 nbytes, (unsigned long long)need);
         w->n--;
         hd_free(w->e[w->n].name);
         return HD_ERR_INVALID_PARAM;

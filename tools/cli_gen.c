@@ -116,10 +116,8 @@ int hd_cli_gen_model(int argc, char **argv)
             layers = v;
         } else if (strcmp(a, "--seed") == 0 && parse_u64(v, &seed) == 0) {
         } else if (strcmp(a, "--shard-size") == 0 && parse_u64(v, &shard) == 0 && shard > 0) {
-        } else if (strcmp(a, "--n-layers") == 0 && parse_u64(v, &n_layers) == 0 &&
-                   n_layers > 0) {
-        } else if (strcmp(a, "--threads") == 0 && parse_u64(v, &threads) == 0 &&
-                   threads <= 4096) {
+        } else if (strcmp(a, "--n-layers") == 0 && parse_u64(v, &n_layers) == 0 && n_layers > 0) {
+        } else if (strcmp(a, "--threads") == 0 && parse_u64(v, &threads) == 0 && threads <= 4096) {
         } else {
             fprintf(stderr, "hadal gen-model: bad option %s %s\n", a, v);
             gen_usage(stderr);
@@ -172,14 +170,13 @@ int hd_cli_gen_model(int argc, char **argv)
     if (layers != NULL) {
         int lo, hi, n_all = cfg.n_layers + cfg.n_mtp_layers;
         char tail;
-        if (sscanf(layers, "%d:%d%c", &lo, &hi, &tail) != 2 || lo < 0 || hi <= lo ||
-            hi > n_all) {
+        if (sscanf(layers, "%d:%d%c", &lo, &hi, &tail) != 2 || lo < 0 || hi <= lo || hi > n_all) {
             fprintf(stderr, "hadal gen-model: --layers wants LO:HI with 0 <= LO < HI <= %d\n",
                     n_all);
             return 2;
         }
-        filter = (hd_inv_filter_t){.layer_lo = lo, .layer_hi = hi,
-                                   .globals = HD_INV_GLOBALS_AUTO, .experts = NULL};
+        filter = (hd_inv_filter_t){
+            .layer_lo = lo, .layer_hi = hi, .globals = HD_INV_GLOBALS_AUTO, .experts = NULL};
         p.filter = &filter;
     }
     p.seed = seed;

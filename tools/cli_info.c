@@ -103,9 +103,9 @@ static int info_presets(void)
         }
         snprintf(layers, sizeof(layers), "%d+%d", c.n_layers, c.n_mtp_layers);
         human_count(pstr, sizeof(pstr), (double)params);
-        printf("%-13s %6d %7s %6d %8d %7d %8s %9s %11.3f GB %9zu\n", *n, c.dim, layers,
-               c.n_heads, c.n_routed_experts, c.n_experts_per_tok,
-               expert_dtype_str(c.expert_dtype), pstr, bytes / 1e9, nt);
+        printf("%-13s %6d %7s %6d %8d %7d %8s %9s %11.3f GB %9zu\n", *n, c.dim, layers, c.n_heads,
+               c.n_routed_experts, c.n_experts_per_tok, expert_dtype_str(c.expert_dtype), pstr,
+               bytes / 1e9, nt);
     }
     printf("\n(layers = main + MTP; params count every weight once, scales excluded; "
            "checkpoint = bytes of all tensors)\n");

@@ -71,11 +71,11 @@ typedef enum {
 } hd_inv_globals_t;
 
 typedef struct {
-    int layer_lo;               /* first block, 0 .. n_layers + n_mtp_layers */
-    int layer_hi;               /* one past the last block */
-    hd_inv_globals_t globals;   /* which global tensors to include */
-    const bool *experts;        /* NULL = every routed expert; else experts[e] (n_routed_experts
-                                   entries) selects expert e */
+    int layer_lo;             /* first block, 0 .. n_layers + n_mtp_layers */
+    int layer_hi;             /* one past the last block */
+    hd_inv_globals_t globals; /* which global tensors to include */
+    const bool *experts;      /* NULL = every routed expert; else experts[e] (n_routed_experts
+                                 entries) selects expert e */
 } hd_inv_filter_t;
 
 typedef struct {
@@ -88,8 +88,7 @@ typedef struct {
  * included). @cfg must be valid (hd_config_validate). Errors: HD_ERR_INVALID_PARAM (bad
  * range), HD_ERR_NO_MEMORY. Free with hd_inv_cleanup.
  */
-hd_status_t hd_inv_init(hd_inv_t *inv, const hd_model_config_t *cfg,
-                        const hd_inv_filter_t *filter);
+hd_status_t hd_inv_init(hd_inv_t *inv, const hd_model_config_t *cfg, const hd_inv_filter_t *filter);
 void hd_inv_cleanup(hd_inv_t *inv);
 
 /* Bytes of one tensor, and of the whole list. */
@@ -106,8 +105,8 @@ const hd_inv_tensor_t *hd_inv_find(const hd_inv_t *inv, const char *name);
  * which is also logged. Errors: HD_ERR_NOT_FOUND (missing tensor), HD_ERR_FORMAT (wrong dtype
  * or shape), HD_ERR_INVALID_PARAM, HD_ERR_NO_MEMORY. Thread-safe.
  */
-hd_status_t hd_ckpt_check(hd_st_set_h set, const hd_model_config_t *cfg, int layer_lo,
-                          int layer_hi, char *err, size_t err_len);
+hd_status_t hd_ckpt_check(hd_st_set_h set, const hd_model_config_t *cfg, int layer_lo, int layer_hi,
+                          char *err, size_t err_len);
 /* Same, for an arbitrary filter (expert subsets, explicit globals). */
 hd_status_t hd_ckpt_check_filter(hd_st_set_h set, const hd_model_config_t *cfg,
                                  const hd_inv_filter_t *filter, char *err, size_t err_len);

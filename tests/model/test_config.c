@@ -131,8 +131,8 @@ HD_TEST(write_hub_roundtrip)
         hd_config_preset(*n, &c);
         HD_CHECK_INT_EQ(hd_config_write_hub(&c, f), HD_OK);
         fclose(f);
-        HD_CHECK_MSG(hd_config_parse(text, len, *n, &back, err, sizeof(err)) == HD_OK, "%s: %s",
-                     *n, err);
+        HD_CHECK_MSG(hd_config_parse(text, len, *n, &back, err, sizeof(err)) == HD_OK, "%s: %s", *n,
+                     err);
         HD_CHECK_MSG(cfg_equal(&c, &back), "%s round trip differs", *n);
         free(text);
     }

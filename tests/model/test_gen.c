@@ -3,6 +3,7 @@
  * formats and scale rules, the §9.3 value distributions, and hd_ckpt_check on good and
  * broken checkpoints.
  */
+#define _GNU_SOURCE /* nftw */
 #include "hadal/alloc.h"
 #include "hadal/config.h"
 #include "hadal/gen.h"
@@ -10,13 +11,16 @@
 #include "hadal/json.h"
 #include "hadal/log.h"
 #include "hadal/quant.h"
+#include "hadal/rng.h"
 #include "hadal/safetensors.h"
 #include "hd_test.h"
+#include "../../model/gen_impl.h"
 
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,8 +42,8 @@ static hd_status_t gen(const char *preset, const char *dir, int threads, uint64_
                        const hd_inv_filter_t *filter)
 {
     hd_model_config_t c;
-    hd_gen_params_t p = {.seed = 1, .out_dir = dir, .shard_bytes = shard, .filter = filter,
-                         .n_threads = threads};
+    hd_gen_params_t p = {
+        .seed = 1, .out_dir = dir, .shard_bytes = shard, .filter = filter, .n_threads = threads};
     char err[512];
     hd_status_t st;
     hd_config_preset(preset, &c);
@@ -87,6 +91,49 @@ static hd_st_set_h open_set(const char *dir)
     char err[512];
     HD_CHECK_MSG(hd_st_open(dir, &s, err, sizeof(err)) == HD_OK, "%s", err);
     return s;
+}
+
+HD_TEST(fast_encoders_match_quant)
+{
+    /* every e4m3 / e2m1 value, every midpoint (ties) and its neighbours, plus random inputs */
+    hd_rng_t r;
+    int bad4 = 0, bad8 = 0;
+    for (int c = 0; c < 127; c++) {
+        for (int k = 0; k < 2; k++) {
+            float lo = hd_e4m3_table[c], hi = hd_e4m3_table[c + 1];
+            float mid = 0.5f * (lo + hi),
+                  pts[5] = {lo, mid, nextafterf(mid, 0), nextafterf(mid, 1e9f), hi};
+            for (int i = 0; i < 5; i++) {
+                float v = k ? -pts[i] : pts[i];
+                if (fabsf(v) <= 448.0f) {
+                    bad8 += hd_gen_e4m3(v) != hd_f32_to_e4m3(v);
+                }
+            }
+        }
+    }
+    for (int c = 0; c < 7; c++) {
+        for (int k = 0; k < 2; k++) {
+            float lo = hd_e2m1_table[c], hi = hd_e2m1_table[c + 1];
+            float mid = 0.5f * (lo + hi),
+                  pts[5] = {lo, mid, nextafterf(mid, 0), nextafterf(mid, 9), hi};
+            for (int i = 0; i < 5; i++) {
+                float v = k ? -pts[i] : pts[i];
+                bad4 += hd_gen_e2m1(v) != hd_f32_to_e2m1(v);
+            }
+        }
+    }
+    hd_rng_seed(&r, 5);
+    for (int i = 0; i < 2000000; i++) {
+        float u = hd_rng_uniform(&r) * 2.0f - 1.0f;
+        float e = ldexpf(1.0f, (int)hd_rng_below(&r, 30) - 24);
+        float v8 = u * 448.0f * (i & 1 ? e : 1.0f), v4 = u * 6.0f * (i & 2 ? e : 1.0f);
+        bad8 += hd_gen_e4m3(v8) != hd_f32_to_e4m3(v8);
+        bad4 += hd_gen_e2m1(v4) != hd_f32_to_e2m1(v4);
+    }
+    HD_CHECK_INT_EQ(bad8, 0);
+    HD_CHECK_INT_EQ(bad4, 0);
+    HD_CHECK_INT_EQ(hd_gen_e4m3(-0.0f), hd_f32_to_e4m3(-0.0f));
+    HD_CHECK_INT_EQ(hd_gen_e2m1(-0.0f), hd_f32_to_e2m1(-0.0f));
 }
 
 HD_TEST(deterministic_bytes)
@@ -138,10 +185,13 @@ HD_TEST(checkpoint_is_valid_and_complete)
     HD_CHECK_MSG(hd_ckpt_check(s, &c, 2, 3, err, sizeof(err)) == HD_OK, "%s", err);
     /* hd_gen_tensor reproduces the file bytes, scales included */
     {
-        const char *names[] = {"layers.4.attn.wq_b.weight", "layers.4.attn.wq_b.scale",
+        const char *names[] = {"layers.4.attn.wq_b.weight",
+                               "layers.4.attn.wq_b.scale",
                                "layers.3.ffn.experts.5.w2.weight",
-                               "layers.3.ffn.experts.5.w2.scale", "mtp.0.hc_head_scale",
-                               "layers.1.ffn.gate.tid2eid", "embed.weight"};
+                               "layers.3.ffn.experts.5.w2.scale",
+                               "mtp.0.hc_head_scale",
+                               "layers.1.ffn.gate.tid2eid",
+                               "embed.weight"};
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
             const hd_inv_tensor_t *t = hd_inv_find(&inv, names[i]);
             const hd_st_tensor_t *f = hd_st_find(s, names[i]);
@@ -182,8 +232,8 @@ HD_TEST(shards_and_subsets_keep_values)
     }
     dd = opendir(d3);
     while ((de = readdir(dd)) != NULL) {
-        n_shards += strstr(de->d_name, ".safetensors") != NULL &&
-                    strstr(de->d_name, ".json") == NULL;
+        n_shards +=
+            strstr(de->d_name, ".safetensors") != NULL && strstr(de->d_name, ".json") == NULL;
     }
     closedir(dd);
     HD_CHECK_MSG(n_shards > 5, "only %d shards", n_shards);
@@ -344,8 +394,8 @@ HD_TEST(formats_and_distributions)
         const int64_t *v = t->data;
         int used[8] = {0}, bad = 0;
         for (int r = 0; r < 1024; r++) {
-            bad += v[2 * r] == v[2 * r + 1] || v[2 * r] < 0 || v[2 * r] > 7 ||
-                   v[2 * r + 1] < 0 || v[2 * r + 1] > 7;
+            bad += v[2 * r] == v[2 * r + 1] || v[2 * r] < 0 || v[2 * r] > 7 || v[2 * r + 1] < 0 ||
+                   v[2 * r + 1] > 7;
             used[v[2 * r] & 7] = 1;
         }
         HD_CHECK_INT_EQ(bad, 0);
@@ -449,4 +499,17 @@ HD_TEST(gen_other_presets_and_formats)
     p.out_dir = "/proc/nonexistent/x";
     HD_CHECK_TRUE(hd_gen_model(&c, &p, err, sizeof(err)) != HD_OK);
     HD_CHECK_MSG(strstr(err, "/proc/nonexistent/x") != NULL, "%s", err);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+/* Last test: remove the scratch directory (kept when an earlier test failed). */
+HD_TEST(zz_remove_scratch)
+{
+    if (root[0] != '\0' && hd_test_failures == 0) {
+        HD_CHECK_INT_EQ(nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    }
 }

@@ -4,6 +4,7 @@
  * without crashing. Also the writer round trip, the streaming writer, sharded sets and the
  * parse-from-memory entry.
  */
+#define _GNU_SOURCE /* nftw */
 #include "hadal/alloc.h"
 #include "hadal/log.h"
 #include "hadal/safetensors.h"
@@ -13,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,8 +61,8 @@ static void expect_fail(const char *path, hd_status_t want, const char *w1, cons
     hd_st_set_h set = NULL;
     char err[512] = "";
     hd_status_t st = hd_st_open(path, &set, err, sizeof(err));
-    HD_CHECK_MSG(st == want, "%s: status %d (%s), want %d; msg %s", path, st,
-                 hd_status_string(st), want, err);
+    HD_CHECK_MSG(st == want, "%s: status %d (%s), want %d; msg %s", path, st, hd_status_string(st),
+                 want, err);
     HD_CHECK_MSG(set == NULL || st == HD_OK, "set returned on failure");
     HD_CHECK_MSG(strstr(err, path) != NULL || strstr(err, strrchr(path, '/') + 1) != NULL,
                  "message \"%s\" does not name the file", err);
@@ -165,8 +167,8 @@ HD_TEST(bad_headers)
                   "\"data_offsets\":[0,8]}}",
                   8);
     expect_fail(p, HD_ERR_FORMAT, "tensor o", "overflow");
-    p = write_hdr("offs.safetensors", "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}",
-                  1);
+    p = write_hdr("offs.safetensors",
+                  "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 1);
     expect_fail(p, HD_ERR_FORMAT, "tensor x", "data_offsets");
     p = write_hdr("noshape.safetensors", "{\"x\":{\"dtype\":\"U8\",\"data_offsets\":[0,1]}}", 1);
     expect_fail(p, HD_ERR_FORMAT, "tensor x", "missing shape");
@@ -190,12 +192,13 @@ HD_TEST(valid_raw_file)
     char err[256];
     const hd_st_tensor_t *t;
     /* space padding, metadata, a scalar and an empty tensor, header order != data order */
-    const char *p = write_hdr("ok.safetensors",
-                              "{\"__metadata__\":{\"format\":\"pt\"},"
-                              "\"b\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[8,12]},"
-                              "\"e\":{\"dtype\":\"BF16\",\"shape\":[0,4],\"data_offsets\":[12,12]},"
-                              "\"a\":{\"dtype\":\"I16\",\"shape\":[2,2],\"data_offsets\":[0,8]}}   ",
-                              12);
+    const char *p =
+        write_hdr("ok.safetensors",
+                  "{\"__metadata__\":{\"format\":\"pt\"},"
+                  "\"b\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[8,12]},"
+                  "\"e\":{\"dtype\":\"BF16\",\"shape\":[0,4],\"data_offsets\":[12,12]},"
+                  "\"a\":{\"dtype\":\"I16\",\"shape\":[2,2],\"data_offsets\":[0,8]}}   ",
+                  12);
     HD_CHECK_MSG(hd_st_open(p, &set, err, sizeof(err)) == HD_OK, "%s", err);
     if (set == NULL) {
         return;
@@ -412,4 +415,17 @@ HD_TEST(alloc_failures)
         }
     }
     hd_log_set(NULL, NULL);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+/* Last test: remove the scratch directory (kept when an earlier test failed). */
+HD_TEST(zz_remove_scratch)
+{
+    if (tmpdir[0] != '\0' && hd_test_failures == 0) {
+        HD_CHECK_INT_EQ(nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    }
 }
