@@ -87,6 +87,28 @@ static const char *bind_hf_suffix(const bind_ctx_t *b, const char *off)
     return NULL;
 }
 
+bool hd_engine_hf_name(const char *official, char *hf, size_t len)
+{
+    bind_ctx_t b = {.global = true};
+    const char *m;
+    int li, n = 0;
+    if (sscanf(official, "layers.%d.%n", &li, &n) == 1 && n > 0) {
+        b.global = false;
+        m = bind_hf_suffix(&b, official + n);
+        if (m == NULL) {
+            return false;
+        }
+        snprintf(hf, len, "model.layers.%d.%s", li, m);
+        return true;
+    }
+    m = bind_hf_suffix(&b, official);
+    if (m == NULL) {
+        return false;
+    }
+    snprintf(hf, len, "%s", m);
+    return true;
+}
+
 static const char *st_file(hd_engine_h e)
 {
     return hd_st_count(e->st) > 0 ? hd_st_at(e->st, 0)->file : "checkpoint";

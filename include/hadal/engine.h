@@ -51,6 +51,13 @@ size_t hd_engine_active_bytes_per_token(hd_engine_h engine);
 /* Last error message of this engine (load errors name file and tensor). */
 const char *hd_engine_last_error(hd_engine_h engine);
 
+/*
+ * The transformers (HF) name of an official tensor name ("layers.3.attn.wq_a.weight" ->
+ * "model.layers.3.self_attn.q_a_proj.weight"). False for names with no one-to-one HF tensor
+ * (routed experts, which HF fuses into mlp.experts.gate_up_proj / down_proj, scales, mtp.*).
+ */
+bool hd_engine_hf_name(const char *official, char *hf, size_t len);
+
 hd_status_t hd_seq_create(hd_engine_h engine, hd_seq_h *seq_p);
 void hd_seq_destroy(hd_seq_h seq);
 /* Tokens processed so far (the next token's position). */
