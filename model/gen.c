@@ -400,7 +400,8 @@ static hd_status_t gen_write_units(gen_ctx_t *c, hd_st_writer_h w, size_t u0, si
         /* fill a batch with the next bands, in file order */
         while (u < u1 && nj < GEN_BATCH_JOBS) {
             gen_unit_t *un = &c->units[u];
-            uint64_t need = (uint64_t)gen_band_rows(&un->g, band) * un->g.row_bytes;
+            /* bands start 64-byte aligned: tid2eid / f32 / bf16 bands are stored typed */
+            uint64_t need = ((uint64_t)gen_band_rows(&un->g, band) * un->g.row_bytes + 63) & ~63ull;
             if (nj > 0 && used + need > c->arena_len) {
                 break;
             }
@@ -558,6 +559,43 @@ static hd_status_t gen_write_config(gen_ctx_t *c)
     return status;
 }
 
+/*
+ * Within each shard, order tensors by element size (8, 4, 2, 1 bytes; stable otherwise) so
+ * that, packed back to back after the 8-aligned header, every tensor starts aligned to its
+ * element type. Readers may then use the mapped data in place. The file order is free.
+ */
+static hd_status_t gen_align_units(gen_ctx_t *c)
+{
+    static const size_t sizes[] = {8, 4, 2, 1};
+    gen_unit_t *tmp;
+    size_t k = 0;
+    if (c->n_units == 0) {
+        return HD_OK;
+    }
+    tmp = hd_calloc(c->n_units, sizeof(*tmp), "gen units sorted");
+    if (tmp == NULL) {
+        return HD_ERR_NO_MEMORY;
+    }
+    for (size_t i = 0; i < c->n_units;) {
+        size_t j = i;
+        while (j < c->n_units && c->units[j].shard == c->units[i].shard) {
+            j++;
+        }
+        for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+            for (size_t u = i; u < j; u++) {
+                if (hd_dtype_size(c->units[u].w->dtype) == sizes[s]) {
+                    tmp[k++] = c->units[u];
+                }
+            }
+        }
+        i = j;
+    }
+    hd_assert(k == c->n_units);
+    memcpy(c->units, tmp, k * sizeof(*tmp));
+    hd_free(tmp);
+    return HD_OK;
+}
+
 hd_status_t hd_gen_model(const hd_model_config_t *cfg, const hd_gen_params_t *params, char *err,
                          size_t err_len)
 {
@@ -627,12 +665,17 @@ hd_status_t hd_gen_model(const hd_model_config_t *cfg, const hd_gen_params_t *pa
     }
     c.n_units = nu;
     c.n_shards += nu > 0;
+    status = gen_align_units(&c);
+    if (status != HD_OK) {
+        gen_fail(&c, status, "out of memory");
+        goto out_free;
+    }
     /* the batch arena: big enough to keep the pool busy, never more than the model needs */
     c.arena_len = total < GEN_BATCH_BYTES ? (size_t)total : GEN_BATCH_BYTES;
-    if (c.arena_len < max_band) {
-        c.arena_len = (size_t)max_band;
+    if (c.arena_len < max_band + 64) {
+        c.arena_len = (size_t)max_band + 64;
     }
-    c.arena = hd_malloc(c.arena_len ? c.arena_len : 1, "gen arena");
+    c.arena = hd_aligned_calloc(1, c.arena_len, "gen arena");
     c.jobs = hd_calloc(GEN_BATCH_JOBS, sizeof(*c.jobs), "gen jobs");
     if (c.arena == NULL || c.jobs == NULL) {
         status = gen_fail(&c, HD_ERR_NO_MEMORY, "out of memory for the generation batch");

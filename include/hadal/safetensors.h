@@ -9,6 +9,10 @@
  * the file and the tensor. Tensor data is never copied: pages are touched only when a caller
  * reads them, so a worker that reads a subset of layers keeps a small resident set.
  * A set is immutable after open and may be read from any thread.
+ * Alignment: the format packs tensors back to back, so t->data is aligned to its element
+ * size only when the writer arranged it (gen-model does; official checkpoints mostly do, but
+ * e.g. a 12-byte F32 [3] tensor misaligns what follows). Copy (memcpy) before typed access
+ * unless ((uintptr_t)t->data % hd_dtype_size(t->dtype)) == 0.
  */
 #ifndef HADAL_SAFETENSORS_H
 #define HADAL_SAFETENSORS_H

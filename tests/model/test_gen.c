@@ -181,6 +181,11 @@ HD_TEST(checkpoint_is_valid_and_complete)
     }
     hd_inv_init(&inv, &c, NULL);
     HD_CHECK_INT_EQ(hd_st_count(s), inv.n);
+    /* gen-model orders each shard so every tensor is aligned to its element size */
+    for (size_t i = 0; i < hd_st_count(s); i++) {
+        const hd_st_tensor_t *t = hd_st_at(s, i);
+        HD_CHECK_MSG((uintptr_t)t->data % hd_dtype_size(t->dtype) == 0, "%s misaligned", t->name);
+    }
     HD_CHECK_MSG(hd_ckpt_check(s, &c, 0, 7, err, sizeof(err)) == HD_OK, "%s", err);
     HD_CHECK_MSG(hd_ckpt_check(s, &c, 2, 3, err, sizeof(err)) == HD_OK, "%s", err);
     /* hd_gen_tensor reproduces the file bytes, scales included */
