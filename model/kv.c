@@ -238,28 +238,39 @@ int64_t hd_seq_len(hd_seq_h s)
     return s->len;
 }
 
-size_t hd_seq_kv_bytes(hd_seq_h s)
+void hd_seq_kv_parts(hd_seq_h s, hd_seq_kv_parts_t *parts)
 {
     const hd_model_config_t *c = &s->eng->cfg;
     hd_numerics_t num = s->eng->numerics;
-    size_t eb = kv_entry_bytes(c, num), ib = kv_ikey_bytes(c, num), sum = 0;
+    size_t eb = kv_entry_bytes(c, num), ib = kv_ikey_bytes(c, num);
+    memset(parts, 0, sizeof(*parts));
     for (int li = 0; li < c->n_layers + c->n_mtp_layers; li++) {
         const layer_kv_t *K = &s->layers[li];
         int m = c->compress_ratio[li];
         if (K->ring == NULL) {
             continue;
         }
-        int64_t seen = li < c->n_layers ? s->len : s->mtp_len;
-        sum += (size_t)(seen < c->window ? seen : c->window) * eb;
-        if (m != 0) {
-            sum += (size_t)K->n_comp * (eb + (m == 4 ? ib : 0));
-            size_t st = (size_t)m * (m == 4 ? 2 : 1) * c->head_dim * 2 * sizeof(float);
-            if (m == 4) {
-                st += (size_t)m * c->head_dim * 2 * sizeof(float);
-                st += (size_t)m * 3 * c->index_head_dim * 2 * sizeof(float);
-            }
-            sum += st;
+        int64_t seen = li < c->n_layers ? s->len : (s->mtp_len > 1 ? s->mtp_len - 1 : 0);
+        parts->window += (uint64_t)(seen < c->window ? seen : c->window) * eb;
+        if (m == 0) {
+            continue;
         }
+        parts->compressed += (uint64_t)K->n_comp * eb;
+        /* what kv_layer_init allocates: current window (u, z), and for CSA the previous
+         * window's Ca half plus the indexer compressor's two */
+        uint64_t st = (uint64_t)m * (m == 4 ? 2 : 1) * c->head_dim * 2 * sizeof(float);
+        if (m == 4) {
+            parts->index_keys += (uint64_t)K->n_comp * ib;
+            st += (uint64_t)m * c->head_dim * 2 * sizeof(float);
+            st += (uint64_t)m * 3 * c->index_head_dim * 2 * sizeof(float);
+        }
+        parts->state += st;
     }
-    return sum;
+}
+
+size_t hd_seq_kv_bytes(hd_seq_h s)
+{
+    hd_seq_kv_parts_t p;
+    hd_seq_kv_parts(s, &p);
+    return (size_t)(p.window + p.compressed + p.index_keys + p.state);
 }

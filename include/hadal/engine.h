@@ -64,6 +64,14 @@ void hd_seq_destroy(hd_seq_h seq);
 int64_t hd_seq_len(hd_seq_h seq);
 /* Bytes of KV state currently held (window, compressed entries, indexer keys, state). */
 size_t hd_seq_kv_bytes(hd_seq_h seq);
+/* The same, by part (main layers; MTP window when loaded counts in @window). */
+typedef struct {
+    uint64_t window;     /* stored window entries */
+    uint64_t compressed; /* CSA and HCA compressed entries */
+    uint64_t index_keys; /* CSA lightning-indexer keys */
+    uint64_t state;      /* compressors' rolling fp32 state */
+} hd_seq_kv_parts_t;
+void hd_seq_kv_parts(hd_seq_h seq, hd_seq_kv_parts_t *parts);
 
 typedef enum {
     HD_LOGITS_NONE = 0,

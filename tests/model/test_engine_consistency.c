@@ -285,3 +285,44 @@ HD_TEST(bad_steps_are_refused)
     hd_seq_destroy(s);
     hd_engine_destroy(e);
 }
+
+/* The bytes a sequence holds equal the spec 7.1 arithmetic (packed format) exactly. */
+#include "hadal/kv_size.h"
+
+static void kv_matches_spec(const char *preset, int64_t len)
+{
+    hd_engine_h e = make_engine(preset, HD_NUMERICS_OFFICIAL, 2, false);
+    if (e == NULL) {
+        return;
+    }
+    const hd_model_config_t *c = hd_engine_config(e);
+    int32_t *ids = calloc((size_t)len, sizeof(int32_t));
+    for (int64_t i = 0; i < len; i++) {
+        ids[i] = prompt[i % NTOK];
+    }
+    hd_seq_h s = NULL;
+    HD_CHECK_INT_EQ(hd_seq_create(e, &s), HD_OK);
+    hd_batch_item_t it = {.seq = s, .tokens = ids, .n_tokens = len};
+    HD_CHECK_INT_EQ(hd_engine_step(e, &it, 1), HD_OK);
+    hd_seq_kv_parts_t p;
+    hd_kv_bytes_t want;
+    hd_seq_kv_parts(s, &p);
+    hd_kv_seq_bytes(c, (uint64_t)len, HD_KV_FMT_PACKED, false, &want);
+    printf("  %s L=%lld: window %llu compressed %llu index %llu (spec: %llu %llu %llu)\n", preset,
+           (long long)len, (unsigned long long)p.window, (unsigned long long)p.compressed,
+           (unsigned long long)p.index_keys, (unsigned long long)want.window,
+           (unsigned long long)want.compressed, (unsigned long long)want.index_keys);
+    HD_CHECK_INT_EQ(p.window, want.window);
+    HD_CHECK_INT_EQ(p.compressed, want.compressed);
+    HD_CHECK_INT_EQ(p.index_keys, want.index_keys);
+    HD_CHECK_INT_EQ(hd_seq_kv_bytes(s), p.window + p.compressed + p.index_keys + p.state);
+    hd_seq_destroy(s);
+    free(ids);
+    hd_engine_destroy(e);
+}
+
+HD_TEST(kv_bytes_match_spec_arithmetic)
+{
+    kv_matches_spec("tiny-a", 97);
+    kv_matches_spec("tiny-b", 700);
+}
