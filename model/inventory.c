@@ -384,7 +384,8 @@ hd_status_t hd_ckpt_check_filter(hd_st_set_h set, const hd_model_config_t *cfg,
     if (n_bad > 1 && err != NULL && err_len > 0) {
         size_t k = strlen(err);
         if (k + 1 < err_len) {
-            snprintf(err + k, err_len - k, " (and %zu more problems)", n_bad - 1);
+            snprintf(err + k, err_len - k, " (and %zu more problem%s)", n_bad - 1,
+                     n_bad > 2 ? "s" : "");
         }
     }
     hd_inv_cleanup(&inv);

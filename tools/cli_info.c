@@ -7,6 +7,7 @@
 #include "hadal/config.h"
 #include "hadal/inventory.h"
 #include "hadal/kv_size.h"
+#include "hadal/safetensors.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -18,13 +19,16 @@
 static void info_usage(FILE *f)
 {
     fprintf(f, "usage: hadal info --presets\n"
+               "       hadal info --check DIR [--config PRESET_OR_PATH]\n"
                "       hadal info --config PRESET_OR_PATH\n"
                "       hadal info --kv --config PRESET_OR_PATH --context TOKENS "
                "[--format packed|bf16|both]\n"
                "\n"
                "--presets   list the built-in model presets with their sizes\n"
                "--config    print every field of a preset or a config.json (file or directory)\n"
-               "--kv        KV-cache bytes of one sequence per layer type and in total\n");
+               "--kv        KV-cache bytes of one sequence per layer type and in total\n"
+               "--check DIR open the checkpoint in DIR (or --config's) and verify every tensor\n"
+               "            of the official layout: name, dtype, shape (hd_ckpt_check)\n");
 }
 
 static const char *expert_dtype_str(hd_expert_dtype_t t)
@@ -220,9 +224,30 @@ static void info_kv_format(const hd_model_config_t *c, uint64_t len, hd_kv_forma
            hd_kv_bytes_per_token(c, fmt, false));
 }
 
+/* Open @dir as a safetensors set and check it against @cfg, all blocks. */
+static int info_check(const char *dir, const hd_model_config_t *cfg)
+{
+    char err[1024];
+    hd_st_set_h set;
+    hd_status_t st = hd_st_open(dir, &set, err, sizeof(err));
+    if (st != HD_OK) {
+        fprintf(stderr, "hadal info: %s\n", err);
+        return 1;
+    }
+    st = hd_ckpt_check(set, cfg, 0, cfg->n_layers + cfg->n_mtp_layers, err, sizeof(err));
+    if (st != HD_OK) {
+        fprintf(stderr, "hadal info: %s\n", err);
+    } else {
+        printf("%s: %zu tensors in %zu files match the %s layout\n", dir, hd_st_count(set),
+               hd_st_file_count(set), cfg->name);
+    }
+    hd_st_close(set);
+    return st == HD_OK ? 0 : 1;
+}
+
 int hd_cli_info(int argc, char **argv)
 {
-    const char *config = NULL, *format = "both";
+    const char *config = NULL, *format = "both", *check = NULL;
     bool presets = false, kv = false;
     unsigned long long context = 0;
     hd_model_config_t cfg;
@@ -241,6 +266,8 @@ int hd_cli_info(int argc, char **argv)
             presets = true;
         } else if (strcmp(a, "--kv") == 0) {
             kv = true;
+        } else if (strcmp(a, "--check") == 0 && i + 1 < argc) {
+            check = argv[++i];
         } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
             config = argv[++i];
         } else if (strcmp(a, "--format") == 0 && i + 1 < argc) {
@@ -262,6 +289,9 @@ int hd_cli_info(int argc, char **argv)
     if (presets) {
         return info_presets();
     }
+    if (check != NULL && config == NULL) {
+        config = check; /* its config.json */
+    }
     if (config == NULL) {
         fprintf(stderr, "hadal info: --config is required\n");
         info_usage(stderr);
@@ -269,6 +299,9 @@ int hd_cli_info(int argc, char **argv)
     }
     if (info_load(config, &cfg) != 0) {
         return 1;
+    }
+    if (check != NULL) {
+        return info_check(check, &cfg);
     }
     if (!kv) {
         return info_config(&cfg);
