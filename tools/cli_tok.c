@@ -1,13 +1,363 @@
-/* cli_tok.c - placeholder until the tokenizer lands; reports that plainly. */
+/*
+ * cli_tok.c - `hadal tokenize`, `hadal detokenize`, `hadal chat-template`.
+ *
+ * Thin front ends over coordinator/: hd_tok_* (include/hadal/tokenizer.h) and hd_chat_*
+ * (include/hadal/chat.h). The tokenizer is found by hd_tok_find(): --tokenizer FILE, then
+ * --model DIR/tokenizer.json, then $HD_TOKENIZER, then the vendored DeepSeek-V4 file next to
+ * the executable (install or build tree), then in the source tree this binary was built from
+ * (its path is taken from __FILE__ at compile time). See docs/TOKENIZER.md.
+ */
 #include "cli.h"
+#include "hadal/alloc.h"
+/* chat.h: added with the chat encoder */
+#include "hadal/json.h"
+#include "hadal/log.h"
+#include "hadal/tokenizer.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-static int tok_missing(char **argv)
+#define CLI_MAX_INPUT ((size_t)1 << 31)
+
+typedef struct {
+    const char *tokenizer; /* --tokenizer FILE */
+    const char *model_dir; /* --model DIR */
+} tok_cli_opts_t;
+
+/* The source tree this file was compiled from: __FILE__ minus "/tools/cli_tok.c". */
+static void cli_source_dir(char *out, size_t n)
 {
+    const char *f = __FILE__;
+    const char *suffix = "/tools/cli_tok.c";
+    size_t lf = strlen(f), ls = strlen(suffix);
+    out[0] = '\0';
+    if (f[0] == '/' && lf > ls && strcmp(f + lf - ls, suffix) == 0 && lf - ls < n) {
+        memcpy(out, f, lf - ls);
+        out[lf - ls] = '\0';
+    }
+}
+
+static int cli_tok_open(const tok_cli_opts_t *o, hd_tok_h *tok_p)
+{
+    char exe[PATH_MAX], src[PATH_MAX], path[PATH_MAX];
+    ssize_t r = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    hd_tok_search_t where = {0};
+    exe[r > 0 ? r : 0] = '\0';
+    cli_source_dir(src, sizeof(src));
+    where.explicit_path = o->tokenizer;
+    where.model_dir = o->model_dir;
+    where.env_path = getenv("HD_TOKENIZER");
+    where.exe_path = r > 0 ? exe : NULL;
+    where.source_dir = src[0] ? src : NULL;
+    if (hd_tok_find(&where, path, sizeof(path)) != HD_OK) {
+        return 1;
+    }
+    if (hd_tok_create(path, tok_p) != HD_OK) {
+        fprintf(stderr, "hadal: cannot load tokenizer %s (see the log above)\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* Read all of @f into a NUL-terminated heap buffer. */
+static int cli_read_all(FILE *f, char **data_p, size_t *len_p)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *data = hd_malloc(cap + 1, "cli input");
+    if (data == NULL) {
+        return 1;
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= CLI_MAX_INPUT) {
+                hd_free(data);
+                fprintf(stderr, "hadal: input larger than 2 GiB\n");
+                return 1;
+            }
+            char *d2 = hd_realloc(data, cap * 2 + 1, "cli input");
+            if (d2 == NULL) {
+                hd_free(data);
+                return 1;
+            }
+            data = d2;
+            cap *= 2;
+        }
+        size_t r = fread(data + len, 1, cap - len, f);
+        len += r;
+        if (r == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        hd_free(data);
+        fprintf(stderr, "hadal: read error: %s\n", strerror(errno));
+        return 1;
+    }
+    data[len] = '\0';
+    *data_p = data;
+    *len_p = len;
+    return 0;
+}
+
+/* Undo the corpus escaping (\\ \n \r \t \xHH) in place; returns the new length. */
+static size_t cli_unescape(char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n) {
+            char d = s[i + 1];
+            if (d == '\\' || d == 'n' || d == 'r' || d == 't') {
+                s[o++] = d == 'n' ? '\n' : d == 'r' ? '\r' : d == 't' ? '\t' : '\\';
+                i++;
+                continue;
+            }
+            if (d == 'x' && i + 3 < n) {
+                char hex[3] = {s[i + 2], s[i + 3], 0};
+                s[o++] = (char)strtol(hex, NULL, 16);
+                i += 3;
+                continue;
+            }
+        }
+        s[o++] = s[i];
+    }
+    return o;
+}
+
+static double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void cli_print_ids(const hd_tok_ids_t *ids, bool json, FILE *out)
+{
+    fputs(json ? "[" : "", out);
+    for (size_t i = 0; i < ids->n; i++) {
+        fprintf(out, i ? (json ? ", %d" : " %d") : "%d", ids->ids[i]);
+    }
+    fputs(json ? "]\n" : "\n", out);
+}
+
+/* Parse the shared --tokenizer/--model options; returns 1 if argv[*i] was consumed. */
+static int cli_tok_opt(tok_cli_opts_t *o, int argc, char **argv, int *i)
+{
+    if ((strcmp(argv[*i], "--tokenizer") == 0 || strcmp(argv[*i], "--model") == 0) &&
+        *i + 1 < argc) {
+        if (argv[*i][2] == 't') {
+            o->tokenizer = argv[*i + 1];
+        } else {
+            o->model_dir = argv[*i + 1];
+        }
+        (*i)++;
+        return 1;
+    }
+    return 0;
+}
+
+static const char tokenize_usage[] =
+    "usage: hadal tokenize [--tokenizer FILE | --model DIR] [--lines | --escaped] [--json]\n"
+    "                      [--special-as-text] [--count] [--bench]\n"
+    "Reads text on stdin, prints token ids (space-separated) on stdout.\n"
+    "  --lines            encode each input line separately (newline excluded), one output line each\n"
+    "  --escaped          like --lines, lines use \\\\ \\n \\r \\t \\xHH escapes, '#' lines skipped\n"
+    "  --json             print ids as a JSON array\n"
+    "  --special-as-text  do not match tokens marked special (HF encode_special_tokens=True)\n"
+    "  --count            print only the number of tokens\n"
+    "  --bench            print tokens, seconds and tokens/s of the encode calls to stderr\n"
+    "Default tokenizer: the vendored DeepSeek-V4 tokenizer.json (see docs/TOKENIZER.md).\n";
+
+int hd_cli_tokenize(int argc, char **argv)
+{
+    tok_cli_opts_t o = {0};
+    bool lines = false, escaped = false, json = false, count = false, bench = false;
+    unsigned flags = 0;
+    hd_tok_h tok = NULL;
+    char *data = NULL;
+    size_t len = 0, total = 0;
+    double t_enc = 0;
+    hd_tok_ids_t ids;
+    int rc = 1;
+
+    for (int i = 1; i < argc; i++) {
+        if (cli_tok_opt(&o, argc, argv, &i)) {
+            continue;
+        } else if (strcmp(argv[i], "--lines") == 0) {
+            lines = true;
+        } else if (strcmp(argv[i], "--escaped") == 0) {
+            lines = escaped = true;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (strcmp(argv[i], "--count") == 0) {
+            count = true;
+        } else if (strcmp(argv[i], "--bench") == 0) {
+            bench = true;
+        } else if (strcmp(argv[i], "--special-as-text") == 0) {
+            flags |= HD_TOK_ENCODE_SPECIAL_AS_TEXT;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(tokenize_usage, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "hadal tokenize: unknown option '%s'\n%s", argv[i], tokenize_usage);
+            return 2;
+        }
+    }
+    if (cli_tok_open(&o, &tok) != 0) {
+        return 1;
+    }
+    if (cli_read_all(stdin, &data, &len) != 0) {
+        goto out;
+    }
+    hd_tok_ids_init(&ids);
+    if (!lines) {
+        double t0 = cli_now();
+        if (hd_tok_encode(tok, data, len, flags, &ids) != HD_OK) {
+            goto out_ids;
+        }
+        t_enc += cli_now() - t0;
+        total = ids.n;
+        if (!count) {
+            cli_print_ids(&ids, json, stdout);
+        }
+    } else {
+        size_t pos = 0;
+        while (pos < len) {
+            char *nl = memchr(data + pos, '\n', len - pos);
+            size_t end = nl ? (size_t)(nl - data) : len;
+            char *line = data + pos;
+            size_t n = end - pos;
+            pos = end + 1;
+            if (escaped) {
+                if (n > 0 && line[0] == '#') {
+                    continue;
+                }
+                n = cli_unescape(line, n);
+            }
+            ids.n = 0;
+            double t0 = cli_now();
+            if (hd_tok_encode(tok, line, n, flags, &ids) != HD_OK) {
+                goto out_ids;
+            }
+            t_enc += cli_now() - t0;
+            total += ids.n;
+            if (!count) {
+                cli_print_ids(&ids, json, stdout);
+            }
+        }
+    }
+    if (count) {
+        printf("%zu\n", total);
+    }
+    if (bench) {
+        fprintf(stderr, "hadal tokenize: %zu bytes, %zu tokens, %.3f s, %.0f tokens/s\n", len,
+                total, t_enc, t_enc > 0 ? total / t_enc : 0.0);
+    }
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out_ids:
+    hd_tok_ids_cleanup(&ids);
+out:
+    hd_free(data);
+    hd_tok_destroy(tok);
+    return rc;
+}
+
+static const char detokenize_usage[] =
+    "usage: hadal detokenize [--tokenizer FILE | --model DIR] [--skip-special] [--stream]\n"
+    "Reads token ids on stdin (separated by spaces, commas, newlines; [ ] ignored) and writes\n"
+    "their text to stdout.\n"
+    "  --skip-special  drop tokens marked special (HF skip_special_tokens=True)\n"
+    "  --stream        decode id by id with the streaming detokenizer, flushing after each id\n";
+
+int hd_cli_detokenize(int argc, char **argv)
+{
+    tok_cli_opts_t o = {0};
+    unsigned flags = 0;
+    bool stream = false;
+    hd_tok_h tok = NULL;
+    hd_tok_stream_t st;
+    hd_buf_t out;
+    int rc = 1, c;
+    long long v = 0;
+    bool have = false, neg = false;
+
+    for (int i = 1; i < argc; i++) {
+        if (cli_tok_opt(&o, argc, argv, &i)) {
+            continue;
+        } else if (strcmp(argv[i], "--skip-special") == 0) {
+            flags |= HD_TOK_DECODE_SKIP_SPECIAL;
+        } else if (strcmp(argv[i], "--stream") == 0) {
+            stream = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(detokenize_usage, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "hadal detokenize: unknown option '%s'\n%s", argv[i], detokenize_usage);
+            return 2;
+        }
+    }
+    if (cli_tok_open(&o, &tok) != 0) {
+        return 1;
+    }
+    hd_buf_init(&out);
+    hd_tok_stream_init(&st, tok, flags);
+    /* ids are decoded as they arrive, so a pipe from a generator streams */
+    while ((c = getchar()) != EOF || have) {
+        if (c >= '0' && c <= '9') {
+            if (v > INT32_MAX) {
+                fprintf(stderr, "hadal detokenize: id out of range\n");
+                goto out;
+            }
+            v = v * 10 + (c - '0');
+            have = true;
+            continue;
+        }
+        if (c == '-' && !have) {
+            neg = true;
+            continue;
+        }
+        if (have) {
+            int32_t id = (int32_t)(neg ? -v : v);
+            if (hd_tok_stream_push(&st, id, &out) != HD_OK) {
+                goto out;
+            }
+            if (stream && out.len > 0) {
+                fwrite(out.data, 1, out.len, stdout);
+                fflush(stdout);
+                out.len = 0;
+            }
+            v = 0;
+            have = neg = false;
+        } else if (neg) {
+            fprintf(stderr, "hadal detokenize: stray '-' in input\n");
+            goto out;
+        }
+        if (c == EOF) {
+            break;
+        }
+        if (!(c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == '[' || c == ']')) {
+            fprintf(stderr, "hadal detokenize: unexpected character '%c' in input\n", c);
+            goto out;
+        }
+    }
+    if (hd_tok_stream_flush(&st, &out) != HD_OK) {
+        goto out;
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out:
+    hd_buf_cleanup(&out);
+    hd_tok_destroy(tok);
+    return rc;
+}
+
+int hd_cli_chat_template(int argc, char **argv)
+{
+    (void)argc;
     fprintf(stderr, "hadal %s: not built yet in this revision\n", argv[0]);
     return 1;
 }
-int hd_cli_tokenize(int argc, char **argv) { (void)argc; return tok_missing(argv); }
-int hd_cli_detokenize(int argc, char **argv) { (void)argc; return tok_missing(argv); }
-int hd_cli_chat_template(int argc, char **argv) { (void)argc; return tok_missing(argv); }
