@@ -84,6 +84,8 @@ hd_status_t hd_engine_create(const hd_engine_params_t *p, hd_engine_h *engine_p)
         return HD_ERR_NO_MEMORY;
     }
     e->numerics = p->numerics;
+    e->moe_exchange = p->moe_exchange;
+    e->moe_user = p->moe_user;
     if (p->model_path == NULL) {
         snprintf(e->err, sizeof(e->err), "no model path given");
         status = HD_ERR_INVALID_PARAM;

@@ -79,6 +79,8 @@ struct hd_engine {
     layer_w_t *layers;      /* n_layers + n_mtp */
     float *inv_freq_main;   /* [R/2] theta = rope_theta, no YaRN */
     float *inv_freq_comp;   /* [R/2] theta = compress_rope_theta with YaRN */
+    hd_moe_exchange_func_t moe_exchange; /* expert-parallel hook, or NULL */
+    void *moe_user;
     size_t weight_bytes;
     size_t active_bytes;
     char err[512];

@@ -54,6 +54,7 @@ typedef struct {
     float *eg, *eu;       /* [T, I] */
     float *ex;            /* [T, d] gathered rows */
     float *exy;           /* [T, d] */
+    float *slot;          /* [T, k, d] per-slot expert outputs */
     int64_t *erows;       /* [T * k] */
     float *cosm, *sinm;   /* [T, R/2] main table */
     float *cosc, *sinc;   /* [T, R/2] compress table */
@@ -73,7 +74,7 @@ static void step_free(step_t *s)
     void *p[] = {s->X, s->xin, s->xn, s->tmp, s->mix, s->post, s->comb, s->qr, s->q, s->o,
                  s->kv, s->oa, s->a, s->cu, s->cz, s->iu, s->iz, s->qi, s->iw, s->logit,
                  s->sel, s->wts, s->ey, s->eg, s->eu, s->ex, s->exy, s->erows, s->cosm,
-                 s->sinm, s->cosc, s->sinc, s->pos, s->item};
+                 s->sinm, s->cosc, s->sinc, s->pos, s->item, s->slot};
     for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
         hd_free(p[i]);
     }
@@ -113,6 +114,7 @@ static hd_status_t step_buffers(step_t *s)
     s->eu = step_alloc(T * (size_t)c->moe_inter, "moe u", &st);
     s->ex = step_alloc(T * d, "moe x", &st);
     s->exy = step_alloc(T * d, "moe xy", &st);
+    s->slot = step_alloc(T * (size_t)c->n_experts_per_tok * d, "moe slots", &st);
     s->erows = hd_calloc(T * (size_t)c->n_experts_per_tok + 1, sizeof(int64_t), "moe rows");
     s->cosm = step_alloc(T * R2, "rope", &st);
     s->sinm = step_alloc(T * R2, "rope", &st);
@@ -668,6 +670,94 @@ static void swiglu(const hd_model_config_t *c, float *g, const float *u, int64_t
     }
 }
 
+/*
+ * Expert outputs for @n rows: row r is x[(r / x_div)] (so slots of one token can share its
+ * input row; x_div = k) for expert eid[r] with weight w[r]; out[r] is that slot's output,
+ * weighted before w2 (official) or after it (plain). Rows are grouped by expert in
+ * ascending id; each row's arithmetic does not depend on the grouping.
+ */
+static hd_status_t moe_local(hd_engine_h e, const layer_w_t *L, int64_t n, const float *x,
+                             int x_div, const int32_t *eid, const float *w, float *out)
+{
+    const hd_model_config_t *c = &e->cfg;
+    int d = c->dim, E = c->n_routed_experts, I = c->moe_inter;
+    bool official = e->numerics == HD_NUMERICS_OFFICIAL;
+    hd_status_t st = HD_ERR_NO_MEMORY;
+    int64_t *rows = hd_calloc((size_t)n + 1, sizeof(int64_t), "moe rows");
+    float *ex = hd_aligned_calloc((size_t)n * d + 1, sizeof(float), "moe x");
+    float *eg = hd_aligned_calloc((size_t)n * I + 1, sizeof(float), "moe g");
+    float *eu = hd_aligned_calloc((size_t)n * I + 1, sizeof(float), "moe u");
+    float *ey = hd_aligned_calloc((size_t)n * d + 1, sizeof(float), "moe y");
+    if (!rows || !ex || !eg || !eu || !ey) {
+        goto out;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (eid[r] < 0 || eid[r] >= E) {
+            snprintf(e->err, sizeof(e->err), "layer %d: expert id %d out of range", L->index,
+                     eid[r]);
+            st = HD_ERR_INVALID_PARAM;
+            goto out;
+        }
+    }
+    for (int xe = 0; xe < E; xe++) {
+        int64_t ne = 0;
+        for (int64_t r = 0; r < n; r++) {
+            if (eid[r] == xe) {
+                rows[ne] = r;
+                memcpy(ex + ne * d, x + (r / x_div) * d, (size_t)d * sizeof(float));
+                ne++;
+            }
+        }
+        if (ne == 0) {
+            continue;
+        }
+        if (L->w1[xe].data == NULL) {
+            snprintf(e->err, sizeof(e->err), "layer %d: expert %d is not loaded on this engine",
+                     L->index, xe);
+            st = HD_ERR_UNSUPPORTED;
+            goto out;
+        }
+        HD_CHECK_GOTO(hd_kern_matmul(e->be, &L->w1[xe], ex, d, eg, I, ne, official), st, out);
+        HD_CHECK_GOTO(hd_kern_matmul(e->be, &L->w3[xe], ex, d, eu, I, ne, official), st, out);
+        swiglu(c, eg, eu, ne * I);
+        if (official) {
+            for (int64_t r = 0; r < ne; r++) {
+                for (int i = 0; i < I; i++) {
+                    eg[r * I + i] *= w[rows[r]];
+                }
+            }
+        }
+        HD_CHECK_GOTO(hd_kern_matmul(e->be, &L->w2[xe], eg, I, ey, d, ne, official), st, out);
+        for (int64_t r = 0; r < ne; r++) {
+            float *o = out + rows[r] * d;
+            const float *v = ey + r * d;
+            for (int i = 0; i < d; i++) {
+                o[i] = official ? v[i] : v[i] * w[rows[r]];
+            }
+        }
+    }
+    st = HD_OK;
+out:
+    hd_free(rows);
+    hd_free(ex);
+    hd_free(eg);
+    hd_free(eu);
+    hd_free(ey);
+    return st;
+}
+
+hd_status_t hd_engine_moe_local(hd_engine_h e, int layer, int64_t n, const float *x,
+                                const int32_t *eid, const float *w, float *out)
+{
+    const hd_model_config_t *c = &e->cfg;
+    bool mtp = layer == c->n_layers && e->has_mtp;
+    if (layer < 0 || layer > c->n_layers || (!mtp && (layer < e->layer_lo || layer >= e->layer_hi))) {
+        snprintf(e->err, sizeof(e->err), "layer %d is not on this engine", layer);
+        return HD_ERR_INVALID_PARAM;
+    }
+    return moe_local(e, &e->layers[layer], n, x, 1, eid, w, out);
+}
+
 static hd_status_t moe_layer(step_t *s, const layer_w_t *L)
 {
     hd_engine_h e = s->e;
@@ -722,46 +812,30 @@ static hd_status_t moe_layer(step_t *s, const layer_w_t *L)
             w[i] = w[i] / sum * (float)c->routed_scale;
         }
     }
-    /* routed experts in ascending id order; each token accumulates in that order */
+    /* routed experts: every (token, slot) output, locally or through the exchange hook */
+    if (e->moe_exchange != NULL) {
+        HD_CHECK(e->moe_exchange(e->moe_user, L->index, T, s->xn, s->sel, s->wts, s->slot));
+    } else {
+        HD_CHECK(moe_local(e, L, T * k, s->xn, k, s->sel, s->wts, s->slot));
+    }
+    /* each token sums its slots in ascending expert id (the order of a single process) */
     memset(s->ey, 0, (size_t)(T * d) * sizeof(float));
-    for (int x = 0; x < E; x++) {
-        int64_t ne = 0;
-        for (int64_t t = 0; t < T; t++) {
-            for (int i = 0; i < k; i++) {
-                if (s->sel[t * k + i] == x) {
-                    s->erows[ne] = t * k + i;
-                    memcpy(s->ex + ne * d, s->xn + t * d, (size_t)d * sizeof(float));
-                    ne++;
-                }
+    for (int64_t t = 0; t < T; t++) {
+        int32_t order[64];
+        int kk = k < 64 ? k : 64;
+        for (int i = 0; i < kk; i++) {
+            int j = i;
+            while (j > 0 && s->sel[t * k + order[j - 1]] > s->sel[t * k + i]) {
+                order[j] = order[j - 1];
+                j--;
             }
+            order[j] = i;
         }
-        if (ne == 0) {
-            continue;
-        }
-        if (L->w1[x].data == NULL) {
-            snprintf(e->err, sizeof(e->err), "layer %d: expert %d is not loaded on this engine",
-                     L->index, x);
-            return HD_ERR_UNSUPPORTED;
-        }
-        HD_CHECK(hd_kern_matmul(be, &L->w1[x], s->ex, d, s->eg, I, ne, aq));
-        HD_CHECK(hd_kern_matmul(be, &L->w3[x], s->ex, d, s->eu, I, ne, aq));
-        swiglu(c, s->eg, s->eu, ne * I);
-        if (s->official) {
-            for (int64_t r = 0; r < ne; r++) {
-                float w = s->wts[s->erows[r]];
-                for (int i = 0; i < I; i++) {
-                    s->eg[r * I + i] *= w;
-                }
-            }
-        }
-        HD_CHECK(hd_kern_matmul(be, &L->w2[x], s->eg, I, s->exy, d, ne, aq));
-        for (int64_t r = 0; r < ne; r++) {
-            int64_t t = s->erows[r] / k;
-            float w = s->official ? 1.0f : s->wts[s->erows[r]];
-            float *y = s->ey + t * d;
-            const float *v = s->exy + r * d;
-            for (int i = 0; i < d; i++) {
-                y[i] += s->official ? v[i] : v[i] * w;
+        float *y = s->ey + t * d;
+        for (int i = 0; i < kk; i++) {
+            const float *v = s->slot + (t * k + order[i]) * d;
+            for (int c2 = 0; c2 < d; c2++) {
+                y[c2] += v[c2];
             }
         }
     }
@@ -892,11 +966,6 @@ static hd_status_t step_validate(hd_engine_h e, hd_batch_item_t *items, int n)
         snprintf(e->err, sizeof(e->err), "empty batch");
         return HD_ERR_INVALID_PARAM;
     }
-    if (e->layer_lo != 0 || e->layer_hi != c->n_layers) {
-        snprintf(e->err, sizeof(e->err), "engine holds layers [%d, %d) only; a full step needs all",
-                 e->layer_lo, e->layer_hi);
-        return HD_ERR_UNSUPPORTED;
-    }
     for (int i = 0; i < n; i++) {
         hd_seq_h sq = items[i].seq;
         if (sq == NULL || sq->eng != e || sq->broken) {
@@ -905,6 +974,18 @@ static hd_status_t step_validate(hd_engine_h e, hd_batch_item_t *items, int n)
         }
         if (items[i].n_tokens <= 0 || items[i].tokens == NULL) {
             snprintf(e->err, sizeof(e->err), "item %d: no tokens", i);
+            return HD_ERR_INVALID_PARAM;
+        }
+        if (e->layer_lo > 0 && items[i].streams_in == NULL) {
+            snprintf(e->err, sizeof(e->err), "item %d: stage starting at layer %d needs streams_in",
+                     i, e->layer_lo);
+            return HD_ERR_INVALID_PARAM;
+        }
+        if (e->layer_hi < c->n_layers &&
+            (items[i].streams_out == NULL || items[i].logits != HD_LOGITS_NONE)) {
+            snprintf(e->err, sizeof(e->err),
+                     "item %d: stage ending before the last layer needs streams_out and no logits",
+                     i);
             return HD_ERR_INVALID_PARAM;
         }
         if (items[i].logits != HD_LOGITS_NONE && items[i].logits_out == NULL) {
@@ -1056,12 +1137,18 @@ hd_status_t hd_engine_step(hd_engine_h e, hd_batch_item_t *items, int n)
     HD_CHECK_GOTO(step_setup(e, &s, n, seqs, first, p0, tok), st, out);
     /* from here on a failure leaves the sequences' KV inconsistent */
     for (int64_t t = 0; t < s.T; t++) {
+        if (e->layer_lo > 0) {
+            const hd_batch_item_t *it = &items[s.item[t]];
+            memcpy(s.X + t * Nd, it->streams_in + (t - first[s.item[t]]) * Nd,
+                   (size_t)Nd * sizeof(float));
+            continue;
+        }
         hd_kern_weight_row(&e->embed, tok[t], s.xin);
         for (int k = 0; k < N; k++) {
             memcpy(s.X + t * Nd + (int64_t)k * d, s.xin, (size_t)d * sizeof(float));
         }
     }
-    for (int li = 0; li < c->n_layers; li++) {
+    for (int li = e->layer_lo; li < e->layer_hi; li++) {
         HD_CHECK_GOTO(attn_layer(&s, &e->layers[li], li), st, broken);
         HD_CHECK_GOTO(moe_layer(&s, &e->layers[li]), st, broken);
         for (int i = 0; i < n; i++) {
@@ -1071,7 +1158,13 @@ hd_status_t hd_engine_step(hd_engine_h e, hd_batch_item_t *items, int n)
             }
         }
     }
-    for (int i = 0; i < n; i++) {
+    if (e->layer_hi < c->n_layers) {
+        for (int i = 0; i < n; i++) {
+            memcpy(items[i].streams_out, s.X + first[i] * Nd,
+                   (size_t)(items[i].n_tokens * Nd) * sizeof(float));
+        }
+    }
+    for (int i = 0; i < n && e->layer_hi == c->n_layers; i++) {
         if (items[i].logits == HD_LOGITS_NONE) {
             continue;
         }

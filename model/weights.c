@@ -523,14 +523,14 @@ hd_status_t engine_bind_weights(hd_engine_h e, const hd_engine_params_t *p)
     HD_CHECK(bind_vec_into(&g, "hc_head_base", c->hc_mult, e->hc_head_base));
     HD_CHECK(bind_vec_into(&g, "hc_head_scale", 1, &e->hc_head_scale));
     for (int li = e->layer_lo; li < e->layer_hi; li++) {
-        HD_CHECK(bind_layer(e, li, NULL));
+        HD_CHECK(bind_layer(e, li, p->expert_mask));
     }
     e->has_mtp = false;
-    if (p->load_mtp && c->n_mtp_layers > 0) {
+    if (p->load_mtp && c->n_mtp_layers > 0 && e->layer_hi == c->n_layers) {
         char probe[64];
         snprintf(probe, sizeof(probe), "mtp.0.e_proj.weight");
         if (hd_st_find(e->st, probe) != NULL) {
-            HD_CHECK(bind_layer(e, c->n_layers, NULL));
+            HD_CHECK(bind_layer(e, c->n_layers, p->expert_mask));
             e->has_mtp = true;
         } else {
             hd_info(HD_SUBSYS_MODEL, "checkpoint has no MTP block; drafting disabled");

@@ -29,13 +29,31 @@ typedef enum {
     HD_NUMERICS_PLAIN = 1,    /* fp32 everywhere, no simulation (what transformers computes) */
 } hd_numerics_t;
 
+/*
+ * Expert-parallel exchange for one MoE layer (set by workers whose stage row splits the
+ * routed experts). Called with the step's @T tokens: their normalised MoE inputs @x [T, d],
+ * selected experts @sel [T, k] and routing weights @wts [T, k]; it must fill @slot_out
+ * [T*k, d] with each (token, slot)'s expert output exactly as hd_engine_moe_local computes it
+ * (for local experts it may call hd_engine_moe_local itself). The engine then sums each
+ * token's slots in ascending expert id, the same order as a single process, so results are
+ * bitwise those of one engine holding every expert.
+ */
+typedef hd_status_t (*hd_moe_exchange_func_t)(void *user, int layer, int64_t T, const float *x,
+                                              const int32_t *sel, const float *wts,
+                                              float *slot_out);
+
 typedef struct {
     const char *model_path;   /* checkpoint directory (config.json + safetensors) */
     const char *config_path;  /* (optional) config to use instead of model_path/config.json */
     hd_numerics_t numerics;   /* default official */
     int n_threads;            /* kernel threads; 0 = all online CPUs */
-    int layer_lo, layer_hi;   /* (optional) load layers [lo, hi) only; 0,0 = all (+MTP) */
-    bool load_mtp;            /* bind the MTP block when the checkpoint has it */
+    int layer_lo, layer_hi;   /* (optional) layers [lo, hi) only (a pipeline stage); 0,0 = all.
+                                 The embedding runs on the stage with lo == 0, the head and
+                                 MTP on the stage with hi == n_layers. */
+    bool load_mtp;            /* bind the MTP block when the checkpoint has it (last stage) */
+    const uint8_t *expert_mask; /* (optional) [n_routed_experts]: bind only experts with 1 */
+    hd_moe_exchange_func_t moe_exchange; /* (optional) expert-parallel dispatch/combine */
+    void *moe_user;           /* passed to moe_exchange */
     char *err;                /* (optional) receives why creation failed: file, tensor, field */
     size_t err_len;           /* bytes of err */
 } hd_engine_params_t;
@@ -86,6 +104,8 @@ typedef struct {
     hd_logits_mode_t logits;     /* which logits to produce */
     float *logits_out;           /* caller buffer for them (vocab floats per row) */
     float *hidden_out;           /* (optional) per layer streams [n_layers, n_tokens, N, d] */
+    const float *streams_in;     /* stage > 0: residual streams entering layer_lo [n_tokens, N*d] */
+    float *streams_out;          /* stage < last: streams leaving layer_hi - 1 [n_tokens, N*d] */
 } hd_batch_item_t;
 
 /*
@@ -95,6 +115,14 @@ typedef struct {
  * HD_ERR_INVALID_PARAM on later steps and must be destroyed.
  */
 hd_status_t hd_engine_step(hd_engine_h engine, hd_batch_item_t *items, int n);
+
+/*
+ * Expert outputs for @n rows dispatched to this engine: row i is input @x[i] (d floats) for
+ * expert @eid[i] with routing weight @w[i]; @out[i] receives that slot's output (weighted as
+ * the numerics mode does). HD_ERR_UNSUPPORTED if an expert is not bound here.
+ */
+hd_status_t hd_engine_moe_local(hd_engine_h engine, int layer, int64_t n, const float *x,
+                                const int32_t *eid, const float *w, float *out);
 
 /*
  * MTP draft: logits for the token after @next_token, from the sequence's last hidden state
