@@ -15,6 +15,7 @@
 #define HADAL_ENGINE_H
 
 #include "hadal/config.h"
+#include "hadal/sampling.h"
 #include "hadal/status.h"
 
 #include <stdbool.h>
@@ -133,13 +134,7 @@ hd_status_t hd_engine_mtp_draft(hd_engine_h engine, hd_seq_h seq, int32_t next_t
                                 float *logits_out);
 
 /* ---- sampling ---- */
-typedef struct {
-    float temperature; /* 0 = greedy */
-    float top_p;       /* 1 = off */
-    int top_k;         /* 0 = off */
-    float min_p;       /* 0 = off */
-    uint64_t seed;     /* the sampler's PRNG seed */
-} hd_sampling_params_t;
+/* hd_sampling_params_t: see hadal/sampling.h */
 
 typedef struct hd_sampler *hd_sampler_h;
 hd_status_t hd_sampler_create(const hd_sampling_params_t *params, int vocab, hd_sampler_h *s_p);
