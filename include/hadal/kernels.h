@@ -8,7 +8,11 @@
  *
  * Determinism contract (CPU): every output element is produced by one thread with a fixed
  * reduction order that depends only on the shapes of that element's inputs, so results are
- * bitwise independent of the thread count and of how many rows/queries share a call.
+ * bitwise independent of the thread count and of how many rows/queries share a call. For
+ * HD_OP_MATMUL the order depends on cols (and the weight format) only: y[i][r] is the same
+ * bits whether row i of x is sent alone (n = 1, decode) or among hundreds (prefill), and
+ * whatever the view's row offset. The contract holds per code path: the AVX2+FMA path and
+ * the portable path agree to rounding, not bitwise (see hd_kern_cpu_set_isa).
  */
 #ifndef HADAL_KERNELS_H
 #define HADAL_KERNELS_H
@@ -105,13 +109,23 @@ hd_status_t hd_kern_synchronize(hd_kern_backend_t *be);
 struct hd_pool *hd_kern_cpu_pool(hd_kern_backend_t *be);
 /* Which CPU code path is in use ("avx2+fma" or "portable"). */
 const char *hd_kern_cpu_isa(void);
+/*
+ * Force the CPU code path of this process: "avx2+fma" (HD_ERR_UNSUPPORTED when the CPU lacks
+ * AVX2 or FMA), "portable", or NULL for the detected default. HD_ERR_INVALID_PARAM for any
+ * other name. For tests and benchmarks: call it while no op is running.
+ */
+hd_status_t hd_kern_cpu_set_isa(const char *isa);
 
 /* Convenience wrappers that build and run one op. */
 hd_status_t hd_kern_matmul(hd_kern_backend_t *be, const hd_weight_t *w, const float *x,
                            int64_t x_stride, float *y, int64_t y_stride, int64_t n,
                            bool act_quant_fp8);
 
-/* Decode one weight row into @out (cols floats). Exposed for tests and embedding lookups. */
+/*
+ * Decode one weight row into @out (cols floats, natural column order): exactly the values
+ * the matmul multiplies (e4m3/e2m1 value times its e8m0 scale, one rounding). Exposed for
+ * tests and embedding lookups. Thread-safe.
+ */
 void hd_kern_weight_row(const hd_weight_t *w, int64_t row, float *out);
 
 #endif /* HADAL_KERNELS_H */

@@ -1,6 +1,7 @@
 /*
- * cpu.c - the CPU backend's vtable: a thread pool and the reference implementations of
- * every op (matmul.c, attn.c), vectorised with AVX2/FMA when the CPU has it (dot.c).
+ * cpu.c - the CPU backend's vtable: a thread pool with one scratch slot per thread, and the
+ * dispatch to the ops (matmul.c, attn.c), vectorised with AVX2/FMA when the CPU has it
+ * (dot.c chooses). Workers pull work from per-op counters; a slot id only picks scratch.
  */
 #include "kernels_impl.h"
 #include "hadal/alloc.h"
@@ -14,18 +15,70 @@ static hd_status_t cpu_init(int n_threads, void **ctx_p)
     }
     status = hd_pool_create(n_threads, &ctx->pool);
     if (status != HD_OK) {
-        hd_free(ctx);
-        return status;
+        goto err_free_ctx;
     }
+    ctx->n_workers = hd_pool_size(ctx->pool);
+    ctx->ws = hd_calloc((size_t)ctx->n_workers, sizeof(*ctx->ws), "cpu scratch slots");
+    if (ctx->ws == NULL) {
+        status = HD_ERR_NO_MEMORY;
+        goto err_destroy_pool;
+    }
+    cpu_mm_tables_init();
     *ctx_p = ctx;
     return HD_OK;
+
+err_destroy_pool:
+    hd_pool_destroy(ctx->pool);
+err_free_ctx:
+    hd_free(ctx);
+    return status;
 }
 
 static void cpu_cleanup(void *vctx)
 {
     cpu_ctx_t *ctx = vctx;
     hd_pool_destroy(ctx->pool);
+    for (int i = 0; i < ctx->n_workers; i++) {
+        hd_free(ctx->ws[i]);
+    }
+    hd_free(ctx->ws);
+    hd_free(ctx->xk);
     hd_free(ctx);
+}
+
+hd_status_t cpu_scratch_reserve(cpu_ctx_t *ctx, size_t floats)
+{
+    if (floats <= ctx->ws_cap) {
+        return HD_OK;
+    }
+    floats += floats / 4; /* grow geometrically: shapes vary from call to call */
+    for (int i = 0; i < ctx->n_workers; i++) {
+        hd_free(ctx->ws[i]);
+        ctx->ws[i] = hd_aligned_calloc(floats, sizeof(float), "cpu worker scratch");
+        if (ctx->ws[i] == NULL) {
+            ctx->ws_cap = 0;
+            return HD_ERR_NO_MEMORY;
+        }
+    }
+    ctx->ws_cap = floats;
+    return HD_OK;
+}
+
+typedef struct {
+    void (*fn)(void *arg, int worker);
+    void *arg;
+} cpu_workers_t;
+
+static void cpu_worker_main(void *vctx, size_t i)
+{
+    const cpu_workers_t *w = vctx;
+    w->fn(w->arg, (int)i);
+}
+
+void cpu_run_workers(cpu_ctx_t *ctx, void (*fn)(void *arg, int worker), void *arg)
+{
+    cpu_workers_t w = {.fn = fn, .arg = arg};
+    hd_pool_run(ctx->pool, (size_t)ctx->n_workers, cpu_worker_main, &w);
 }
 
 static bool cpu_supports_op(void *ctx, const hd_op_t *op)

@@ -1,21 +1,52 @@
 /*
- * dot.c - the inner products every CPU kernel reduces with. The AVX2/FMA path keeps four
- * 8-lane accumulators and a fixed horizontal sum; the portable path keeps 8 partial sums
- * in the same lane pattern. Either way the order depends only on n, never on threads.
+ * dot.c - which CPU code path runs (AVX2+FMA when the CPU has it, else portable C, or what
+ * hd_kern_cpu_set_isa forced), and the inner products attention reduces with. The AVX2/FMA
+ * dot keeps four 8-lane accumulators and a fixed horizontal sum; the portable one keeps 8
+ * partial sums in the same lane pattern. Either way the order depends only on n.
  */
 #include "kernels_impl.h"
 
 #include <immintrin.h>
+#include <string.h>
 
-static int dot_avx2_state = -1; /* -1 unknown, 0 no, 1 yes */
+static int dot_cpu_has = -1;   /* -1 unknown, 0 no, 1 the CPU has AVX2 and FMA */
+static int dot_isa_forced = -1; /* -1 detected default, 0 portable, 1 avx2+fma */
+
+static bool dot_cpu_has_avx2(void)
+{
+    int has = __atomic_load_n(&dot_cpu_has, __ATOMIC_ACQUIRE);
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&dot_cpu_has, has, __ATOMIC_RELEASE);
+    }
+    return has == 1;
+}
 
 bool cpu_have_avx2(void)
 {
-    if (dot_avx2_state < 0) {
-        __builtin_cpu_init();
-        dot_avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int forced = __atomic_load_n(&dot_isa_forced, __ATOMIC_RELAXED);
+    return forced >= 0 ? forced == 1 : dot_cpu_has_avx2();
+}
+
+hd_status_t hd_kern_cpu_set_isa(const char *isa)
+{
+    if (isa == NULL) {
+        __atomic_store_n(&dot_isa_forced, -1, __ATOMIC_RELAXED);
+        return HD_OK;
     }
-    return dot_avx2_state == 1;
+    if (strcmp(isa, "portable") == 0) {
+        __atomic_store_n(&dot_isa_forced, 0, __ATOMIC_RELAXED);
+        return HD_OK;
+    }
+    if (strcmp(isa, "avx2+fma") == 0 || strcmp(isa, "avx2") == 0) {
+        if (!dot_cpu_has_avx2()) {
+            return HD_ERR_UNSUPPORTED;
+        }
+        __atomic_store_n(&dot_isa_forced, 1, __ATOMIC_RELAXED);
+        return HD_OK;
+    }
+    return HD_ERR_INVALID_PARAM;
 }
 
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b,

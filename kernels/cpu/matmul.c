@@ -1,74 +1,74 @@
 /*
- * matmul.c - y[i] = W x[i] for weights stored as f32, bf16, FP8 (e4m3 + 128x128 e8m0
- * blocks) or FP4 (e2m1 pairs + e8m0 per 32). Each weight row is decoded in column chunks
- * into a small stack buffer and dotted with every input row, so the packed weights are read
- * once per call whatever n is, and nothing is ever expanded into a full matrix.
- * Work is split over output rows; each y element's reduction order depends only on cols.
+ * matmul.c - y[i] = W x[i] on the CPU for weights stored as f32, bf16, FP8 (e4m3 + 128x128
+ * e8m0 blocks) or FP4 (e2m1 pairs + e8m0 per 32 columns), read in place, never expanded.
+ *
+ * The driver prepares the inputs once per call (official act_quant, zero padding to K8 =
+ * cols rounded up to 8, the decoders' column order), then workers pull blocks of output
+ * rows. With AVX2 (matmul_avx2.c), n <= 2 runs fused decode+dot kernels that touch each
+ * weight byte once; larger n decodes a block of rows to f32 once and runs a register-tiled
+ * kernel over all tokens, so prefill reuses the decoded rows from cache.
+ *
+ * Canonical reduction (the determinism contract): y[t][r] = hsum8(acc), where lane l of acc
+ * accumulates w*x of the kernel-order columns 8v+l for v = 0, 1, ... in order (one FMA each;
+ * a multiply then an add on the portable path), zero-padded past cols, and hsum8(a) =
+ * ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)). Each path of an ISA computes exactly this, so the
+ * bits of y[t][r] depend on cols only, not on n, the row block or the thread count.
  */
 #include "kernels_impl.h"
 #include "hadal/alloc.h"
 #include "hadal/quant.h"
 
-#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
-#define MM_CHUNK 2048 /* columns decoded at a time; a multiple of 128 */
-#define MM_ROWS_PER_TASK 4
+#define MM_GEMV_MAX_N 2         /* n up to this runs the fused kernels */
+#define MM_GEMV_ITEM_BYTES 32768 /* weight bytes per work item of the fused kernels */
 
+float cpu_e8m0_f32[256];
 static float mm_fp4_pairs[256][2];
-static float mm_e8m0[256];
-static int mm_tables_ready;
+static pthread_once_t mm_tables_once = PTHREAD_ONCE_INIT;
 
-static void mm_tables_init(void)
+static void mm_tables_build(void)
 {
-    if (mm_tables_ready) {
-        return;
-    }
     for (int b = 0; b < 256; b++) {
         mm_fp4_pairs[b][0] = hd_e2m1_table[b & 15];
         mm_fp4_pairs[b][1] = hd_e2m1_table[b >> 4];
-        mm_e8m0[b] = hd_e8m0_to_f32((uint8_t)b);
+        cpu_e8m0_f32[b] = hd_e8m0_to_f32((uint8_t)b);
     }
-    __atomic_store_n(&mm_tables_ready, 1, __ATOMIC_RELEASE);
 }
 
-/* Decode columns [c0, c0+len) of view row @r into @out. */
-static void mm_decode(const hd_weight_t *w, int64_t r, int64_t c0, int64_t len, float *out)
+void cpu_mm_tables_init(void)
+{
+    pthread_once(&mm_tables_once, mm_tables_build);
+}
+
+void cpu_mm_decode_ref(const hd_weight_t *w, int64_t r, int64_t c0, int64_t c1, float *out)
 {
     const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
     switch (w->fmt) {
     case HD_WFMT_F32:
-        memcpy(out, (const float *)row + c0, (size_t)len * sizeof(float));
+        memcpy(out, (const float *)row + c0, (size_t)(c1 - c0) * sizeof(float));
         break;
     case HD_WFMT_BF16: {
-        const uint16_t *p = (const uint16_t *)row + c0;
-        for (int64_t i = 0; i < len; i++) {
-            uint32_t u = (uint32_t)p[i] << 16;
-            memcpy(&out[i], &u, 4);
+        const uint16_t *p = (const uint16_t *)row;
+        for (int64_t c = c0; c < c1; c++) {
+            uint32_t u = (uint32_t)p[c] << 16;
+            memcpy(&out[c - c0], &u, 4);
         }
         break;
     }
     case HD_WFMT_FP8: {
-        const uint8_t *srow = w->scale + (size_t)((w->row0 + r) / 128) * (size_t)w->scale_stride;
-        for (int64_t b = 0; b < len; b += 128) {
-            int64_t m = len - b < 128 ? len - b : 128;
-            float s = mm_e8m0[srow[(c0 + b) / 128]];
-            const uint8_t *q = row + c0 + b;
-            for (int64_t i = 0; i < m; i++) {
-                out[b + i] = hd_e4m3_table[q[i]] * s;
-            }
+        const uint8_t *sp = w->scale + (size_t)((w->row0 + r) / 128) * (size_t)w->scale_stride;
+        for (int64_t c = c0; c < c1; c++) {
+            out[c - c0] = hd_e4m3_table[row[c]] * cpu_e8m0_f32[sp[c / 128]];
         }
         break;
     }
     case HD_WFMT_FP4: {
-        const uint8_t *srow = w->scale + (size_t)(w->row0 + r) * (size_t)w->scale_stride;
-        for (int64_t b = 0; b < len; b += 32) {
-            float s = mm_e8m0[srow[(c0 + b) / 32]];
-            const uint8_t *q = row + (c0 + b) / 2;
-            for (int64_t i = 0; i < 16; i++) {
-                out[b + 2 * i] = mm_fp4_pairs[q[i]][0] * s;
-                out[b + 2 * i + 1] = mm_fp4_pairs[q[i]][1] * s;
-            }
+        const uint8_t *sp = w->scale + (size_t)(w->row0 + r) * (size_t)w->scale_stride;
+        for (int64_t c = c0; c < c1; c++) {
+            out[c - c0] = mm_fp4_pairs[row[c / 2]][c & 1] * cpu_e8m0_f32[sp[c / 32]];
         }
         break;
     }
@@ -77,68 +77,175 @@ static void mm_decode(const hd_weight_t *w, int64_t r, int64_t c0, int64_t len, 
 
 void hd_kern_weight_row(const hd_weight_t *w, int64_t row, float *out)
 {
-    mm_tables_init();
-    for (int64_t c = 0; c < w->cols; c += MM_CHUNK) {
-        int64_t len = w->cols - c < MM_CHUNK ? w->cols - c : MM_CHUNK;
-        mm_decode(w, row, c, len, out + c);
+    cpu_mm_tables_init();
+    cpu_mm_decode_ref(w, row, 0, w->cols, out);
+}
+
+/* ---- portable path ---- */
+
+/* The canonical reduction in plain C. noinline: one copy of the code serves every n. */
+__attribute__((noinline)) static float mm_dot_portable(const float *w, const float *x, int64_t K8)
+{
+    float p[8] = {0};
+    for (int64_t k = 0; k < K8; k += 8) {
+        for (int l = 0; l < 8; l++) {
+            p[l] += w[k + l] * x[k + l];
+        }
+    }
+    return ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+}
+
+/* ---- driver ---- */
+
+typedef enum {
+    MM_MODE_GEMV = 0,     /* AVX2 fused decode+dot, n <= MM_GEMV_MAX_N */
+    MM_MODE_TILED = 1,    /* AVX2 decode a row block, tiled kernel over all tokens */
+    MM_MODE_PORTABLE = 2, /* decode one row, portable dot per token */
+} mm_mode_t;
+
+typedef struct {
+    const hd_weight_t *w;
+    const float *xk;     /* [n, K8] prepared inputs */
+    int64_t n;           /* tokens */
+    int64_t K8;          /* cols rounded up to 8 */
+    float *y;            /* [n, ldy] */
+    int64_t ldy;         /* floats between output rows */
+    mm_mode_t mode;
+    int64_t rows_per_item; /* rows per work item (a multiple of 4) */
+    int64_t n_items;
+    atomic_long next;    /* next work item */
+    float **ws;          /* per-worker scratch */
+} mm_job_t;
+
+static void mm_worker(void *arg, int worker)
+{
+    mm_job_t *j = arg;
+    const hd_weight_t *w = j->w;
+    float *ws = j->ws[worker];
+    for (;;) {
+        long it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (it >= j->n_items) {
+            break;
+        }
+        int64_t r0 = it * j->rows_per_item;
+        int64_t r1 = r0 + j->rows_per_item < w->rows ? r0 + j->rows_per_item : w->rows;
+        switch (j->mode) {
+        case MM_MODE_GEMV:
+            for (int64_t r = r0; r < r1; r += 4) {
+                int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+                cpu_mm_gemv_avx2(w, r, nr, j->xk, j->K8, (int)j->n, j->y + r, j->ldy);
+            }
+            break;
+        case MM_MODE_TILED: {
+            int nr = (int)(r1 - r0), nrp = (nr + 3) & ~3;
+            cpu_mm_decode_avx2(w, r0, nr, j->K8, ws);
+            memset(ws + (size_t)nr * (size_t)j->K8, 0,
+                   (size_t)(nrp - nr) * (size_t)j->K8 * sizeof(float));
+            cpu_mm_tiles_avx2(ws, nrp, nr, j->K8, j->xk, j->n, ws + (size_t)nrp * (size_t)j->K8,
+                              j->y + r0, j->ldy);
+            break;
+        }
+        case MM_MODE_PORTABLE:
+            for (int64_t r = r0; r < r1; r++) {
+                memset(ws, 0, (size_t)j->K8 * sizeof(float));
+                cpu_mm_decode_ref(w, r, 0, w->cols, ws);
+                for (int64_t t = 0; t < j->n; t++) {
+                    j->y[t * j->ldy + r] = mm_dot_portable(ws, j->xk + t * j->K8, j->K8);
+                }
+            }
+            break;
+        }
     }
 }
 
-typedef struct {
-    const hd_op_matmul_t *op;
-    const float *x;   /* possibly the quantised copy */
-    int64_t x_stride;
-} mm_task_t;
-
-static void mm_rows(void *vctx, size_t task)
+/* Rows per tiled work item: the decoded block (rows x K8 floats) stays within ~256 KiB of L2. */
+static int64_t mm_tiled_rows(int64_t K8)
 {
-    const mm_task_t *t = vctx;
-    const hd_op_matmul_t *op = t->op;
-    const hd_weight_t *w = op->w;
-    float buf[MM_CHUNK] __attribute__((aligned(32)));
-    int64_t r0 = (int64_t)task * MM_ROWS_PER_TASK;
-    int64_t r1 = r0 + MM_ROWS_PER_TASK < w->rows ? r0 + MM_ROWS_PER_TASK : w->rows;
-    for (int64_t r = r0; r < r1; r++) {
-        for (int64_t c = 0; c < w->cols; c += MM_CHUNK) {
-            int64_t len = w->cols - c < MM_CHUNK ? w->cols - c : MM_CHUNK;
-            mm_decode(w, r, c, len, buf);
-            for (int64_t i = 0; i < op->n; i++) {
-                float d = cpu_dot(buf, t->x + i * t->x_stride + c, len);
-                float *yp = op->y + i * op->y_stride + r;
-                *yp = c == 0 ? d : *yp + d;
+    int64_t rb = (65536 / K8) & ~(int64_t)3;
+    return rb < 8 ? 8 : rb > 32 ? 32 : rb;
+}
+
+/* Copy x into ctx->xk as the kernels read it: act_quant, zero padding, kernel column order. */
+static void mm_prepare_x(const hd_op_matmul_t *op, bool avx2, int64_t K8, float *xk)
+{
+    int64_t cols = op->w->cols;
+    bool perm = avx2 && op->w->fmt == HD_WFMT_FP4;
+    for (int64_t t = 0; t < op->n; t++) {
+        float *d = xk + t * K8;
+        memcpy(d, op->x + t * op->x_stride, (size_t)cols * sizeof(float));
+        memset(d + cols, 0, (size_t)(K8 - cols) * sizeof(float));
+        if (op->act_quant_fp8) {
+            if (avx2) {
+                cpu_act_quant_avx2(d, cols);
+            } else {
+                hd_fp8_sim_blocks(d, (size_t)cols, 128);
+            }
+        }
+        if (perm) { /* FP4 decoders emit columns 0,2,4,6,1,3,5,7 of each group of 8 */
+            for (int64_t g = 0; g < K8; g += 8) {
+                float v[8];
+                memcpy(v, d + g, sizeof(v));
+                for (int k = 0; k < 4; k++) {
+                    d[g + k] = v[2 * k];
+                    d[g + 4 + k] = v[2 * k + 1];
+                }
             }
         }
     }
 }
 
-/* Official act_quant: each row, per 128 columns, to e4m3 with a power-of-two scale. */
-static void mm_act_quant(const float *x, int64_t x_stride, int64_t n, int64_t cols, float *xq)
-{
-    for (int64_t i = 0; i < n; i++) {
-        memcpy(xq + i * cols, x + i * x_stride, (size_t)cols * sizeof(float));
-        hd_fp8_sim_blocks(xq + i * cols, (size_t)cols, 128);
-    }
-}
-
 hd_status_t cpu_matmul(cpu_ctx_t *ctx, const hd_op_matmul_t *op)
 {
-    mm_task_t t = {.op = op, .x = op->x, .x_stride = op->x_stride};
-    float *xq = NULL;
-    if (op->w->fmt == HD_WFMT_FP4 && (op->w->cols % 32) != 0) {
+    const hd_weight_t *w = op->w;
+    bool avx2 = cpu_have_avx2();
+    int64_t K8 = (w->cols + 7) & ~(int64_t)7;
+    size_t scratch;
+    hd_status_t status;
+    mm_job_t j = {.w = w, .n = op->n, .K8 = K8, .y = op->y, .ldy = op->y_stride, .ws = NULL};
+
+    if (w->cols <= 0 || w->rows < 0 || op->n < 0 ||
+        (w->fmt == HD_WFMT_FP4 && (w->cols % 32) != 0)) {
         return HD_ERR_INVALID_PARAM;
     }
-    mm_tables_init();
-    if (op->act_quant_fp8) {
-        xq = hd_malloc((size_t)op->n * (size_t)op->w->cols * sizeof(float), "act quant");
-        if (xq == NULL) {
+    if (op->n == 0 || w->rows == 0) {
+        return HD_OK;
+    }
+    cpu_mm_tables_init();
+    if ((size_t)(op->n * K8) > ctx->xk_cap) {
+        hd_free(ctx->xk);
+        ctx->xk_cap = (size_t)(op->n * K8);
+        ctx->xk = hd_aligned_calloc(ctx->xk_cap, sizeof(float), "matmul inputs");
+        if (ctx->xk == NULL) {
+            ctx->xk_cap = 0;
             return HD_ERR_NO_MEMORY;
         }
-        mm_act_quant(op->x, op->x_stride, op->n, op->w->cols, xq);
-        t.x = xq;
-        t.x_stride = op->w->cols;
     }
-    size_t tasks = (size_t)((op->w->rows + MM_ROWS_PER_TASK - 1) / MM_ROWS_PER_TASK);
-    hd_pool_run(ctx->pool, tasks, mm_rows, &t);
-    hd_free(xq);
+    mm_prepare_x(op, avx2, K8, ctx->xk);
+    j.xk = ctx->xk;
+
+    if (avx2 && op->n <= MM_GEMV_MAX_N) {
+        size_t row_bytes = w->fmt == HD_WFMT_FP4 ? (size_t)w->cols / 2 : w->row_bytes;
+        int64_t rb = (int64_t)(MM_GEMV_ITEM_BYTES / (row_bytes > 0 ? row_bytes : 1)) & ~(int64_t)3;
+        int64_t fair = ((w->rows + 4 * ctx->n_workers - 1) / (4 * ctx->n_workers) + 3) & ~(int64_t)3;
+        j.mode = MM_MODE_GEMV;
+        j.rows_per_item = rb < 4 ? 4 : rb > fair ? (fair < 4 ? 4 : fair) : rb;
+        scratch = 0;
+    } else if (avx2) {
+        j.mode = MM_MODE_TILED;
+        j.rows_per_item = mm_tiled_rows(K8);
+        scratch = (size_t)j.rows_per_item * ((size_t)K8 + CPU_MM_NB * 8);
+    } else {
+        j.mode = MM_MODE_PORTABLE;
+        j.rows_per_item = 8;
+        scratch = (size_t)K8;
+    }
+    status = cpu_scratch_reserve(ctx, scratch);
+    if (status != HD_OK) {
+        return status;
+    }
+    j.ws = ctx->ws;
+    j.n_items = (w->rows + j.rows_per_item - 1) / j.rows_per_item;
+    atomic_init(&j.next, 0);
+    cpu_run_workers(ctx, mm_worker, &j);
     return HD_OK;
 }

@@ -198,7 +198,7 @@ static int convert_to_hf(const char *off_dir, const char *hf_dir, hd_json_t *key
     return ok;
 }
 
-HD_TEST(transformers_names_load_bitwise_equal)
+HD_TEST(transformers_names_load_equal)
 {
     char dir[1200], hf_dir[1300], err[512] = "", kp[1400];
     char *text = NULL;
@@ -222,8 +222,16 @@ HD_TEST(transformers_names_load_bitwise_equal)
     float *b = run_prompt(hf_dir, err, sizeof(err));
     HD_CHECK_MSG(b != NULL, "transformers names: %s", err);
     if (a && b) {
-        HD_CHECK_MSG(memcmp(a, b, sizeof(float) * 40 * 1024) == 0, "logits differ (rel %.3e)",
-                     tu_rel_err(a, b, 40 * 1024));
+        /*
+         * The converted checkpoint holds the same values in other formats (bf16/fp32 instead
+         * of packed FP8/FP4), and the kernels' reduction order is fixed per format, not across
+         * formats (kernels.h): equal to rounding, same argmax at every position.
+         */
+        double rel = tu_rel_err(a, b, 40 * 1024);
+        HD_CHECK_MSG(rel <= 1e-6, "logits differ (rel %.3e)", rel);
+        for (int p = 0; p < 40; p++) {
+            HD_CHECK_INT_EQ(tu_argmax(a + (size_t)p * 1024, 1024), tu_argmax(b + (size_t)p * 1024, 1024));
+        }
     }
     free(a);
     free(b);
