@@ -58,7 +58,31 @@ hd_status_t hd_kern_run(hd_kern_backend_t *be, const hd_op_t *op)
         hd_error(HD_SUBSYS_KERN, "backend %s does not support op %d", be->ops->name, op->type);
         return HD_ERR_UNSUPPORTED;
     }
+    if (op->type == HD_OP_MATMUL) {
+        const hd_op_matmul_t *m = &op->matmul;
+        be->stats.matmul_calls++;
+        be->stats.weight_bytes += hd_kern_weight_view_bytes(m->w);
+        be->stats.matmul_flops += 2u * (uint64_t)m->w->rows * (uint64_t)m->w->cols * (uint64_t)m->n;
+    } else if (op->type == HD_OP_ATTN) {
+        be->stats.attn_calls++;
+    }
     return be->ops->run_op(be->ctx, op);
+}
+
+uint64_t hd_kern_weight_view_bytes(const hd_weight_t *w)
+{
+    uint64_t rows = (uint64_t)(w->rows > 0 ? w->rows : 0), cols = (uint64_t)w->cols;
+    switch (w->fmt) {
+    case HD_WFMT_F32:
+        return rows * cols * 4;
+    case HD_WFMT_BF16:
+        return rows * cols * 2;
+    case HD_WFMT_FP8: /* one e8m0 byte per 128x128 block */
+        return rows * cols + ((rows + 127) / 128) * ((cols + 127) / 128);
+    case HD_WFMT_FP4: /* two elements per byte, one e8m0 byte per 32 */
+        return rows * (cols / 2) + rows * (cols / 32);
+    }
+    return 0;
 }
 
 hd_status_t hd_kern_synchronize(hd_kern_backend_t *be)

@@ -155,6 +155,11 @@ const hd_model_config_t *hd_engine_config(hd_engine_h e)
     return &e->cfg;
 }
 
+bool hd_engine_last_stage(hd_engine_h e)
+{
+    return e->layer_hi == e->cfg.n_layers;
+}
+
 hd_numerics_t hd_engine_numerics(hd_engine_h e)
 {
     return e->numerics;
@@ -168,6 +173,16 @@ size_t hd_engine_weight_bytes(hd_engine_h e)
 size_t hd_engine_active_bytes_per_token(hd_engine_h e)
 {
     return e->active_bytes;
+}
+
+void hd_engine_kern_stats(hd_engine_h e, struct hd_kern_stats *stats, bool reset)
+{
+    if (stats != NULL) {
+        *stats = e->be->stats;
+    }
+    if (reset) {
+        memset(&e->be->stats, 0, sizeof(e->be->stats));
+    }
 }
 
 const char *hd_engine_last_error(hd_engine_h e)

@@ -1058,7 +1058,10 @@ static hd_status_t step_mtp_commit(hd_engine_h e, hd_batch_item_t *items, int n,
         T += to > from ? to - from : 0;
     }
     if (T == 0) {
-        return HD_OK;
+        /* an expert-parallel row exchanges at every MoE layer, with or without tokens */
+        return e->moe_exchange ? e->moe_exchange(e->moe_user, c->n_layers, 0, NULL, NULL, NULL,
+                                                 NULL)
+                               : HD_OK;
     }
     int32_t *tok = hd_calloc((size_t)T, sizeof(int32_t), "mtp tokens");
     float *prev = hd_aligned_calloc((size_t)(T * Nd), sizeof(float), "mtp prev");
@@ -1197,6 +1200,21 @@ out:
     hd_free(seqs);
     hd_free(tok);
     return st;
+}
+
+hd_status_t hd_engine_idle_step(hd_engine_h e)
+{
+    const hd_model_config_t *c = &e->cfg;
+    if (e->moe_exchange == NULL) {
+        return HD_OK;
+    }
+    for (int li = e->layer_lo; li < e->layer_hi; li++) {
+        HD_CHECK(e->moe_exchange(e->moe_user, li, 0, NULL, NULL, NULL, NULL));
+    }
+    if (e->has_mtp) {
+        HD_CHECK(e->moe_exchange(e->moe_user, c->n_layers, 0, NULL, NULL, NULL, NULL));
+    }
+    return HD_OK;
 }
 
 hd_status_t hd_engine_mtp_draft(hd_engine_h e, hd_seq_h seq, int32_t next_token,

@@ -10,6 +10,12 @@ PKGS=(
     clang llvm libclang-rt-14-dev      # libFuzzer targets and sanitizer runtimes
     python3 python3-venv python3-pip   # test helpers and reference scripts
     libpcre2-dev                        # tokenizer pre-tokenizer regexes (Unicode properties)
+    protobuf-c-compiler libprotobuf-c-dev   # control plane messages (proto/)
+    libucx-dev ucx-utils                # data plane: UCX transport and ucx_perftest floor
+    libopenmpi-dev openmpi-bin          # mpirun launch and the MPI transport
+    libevent-dev                        # HTTP server (evhttp)
+    redis-server libhiredis-dev         # prefix cache store
+    iproute2 curl                       # netns multi-host test, README examples
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -62,11 +62,16 @@ typedef struct {
 hd_status_t hd_engine_create(const hd_engine_params_t *params, hd_engine_h *engine_p);
 void hd_engine_destroy(hd_engine_h engine);
 const hd_model_config_t *hd_engine_config(hd_engine_h engine);
+/* Whether this engine's layers end the model (it runs the head, samples, and MTP). */
+bool hd_engine_last_stage(hd_engine_h engine);
 hd_numerics_t hd_engine_numerics(hd_engine_h engine);
 /* Bytes of weights mapped (what a decode step reads at most). */
 size_t hd_engine_weight_bytes(hd_engine_h engine);
 /* Bytes of weights one decode token reads (attention + shared + top-k routed experts + head). */
 size_t hd_engine_active_bytes_per_token(hd_engine_h engine);
+/* Counters of the engine's kernel backend since creation or the last reset (benchmarks). */
+struct hd_kern_stats;
+void hd_engine_kern_stats(hd_engine_h engine, struct hd_kern_stats *stats, bool reset);
 /* Last error message of this engine (load errors name file and tensor). */
 const char *hd_engine_last_error(hd_engine_h engine);
 
@@ -116,6 +121,12 @@ typedef struct {
  * HD_ERR_INVALID_PARAM on later steps and must be destroyed.
  */
 hd_status_t hd_engine_step(hd_engine_h engine, hd_batch_item_t *items, int n);
+
+/*
+ * A step with no tokens for this engine: only takes part in its row's MoE exchanges (one call
+ * of the hook per MoE layer, T = 0), as every engine of an expert-parallel row must per step.
+ */
+hd_status_t hd_engine_idle_step(hd_engine_h engine);
 
 /*
  * Expert outputs for @n rows dispatched to this engine: row i is input @x[i] (d floats) for

@@ -93,9 +93,18 @@ typedef struct hd_kern_ops {
     hd_status_t (*synchronize)(void *ctx);
 } hd_kern_ops_t;
 
+/* What the ops run through one backend have done (for benchmarks; summed over hd_kern_run). */
+typedef struct hd_kern_stats {
+    uint64_t matmul_calls;   /* HD_OP_MATMUL ops run */
+    uint64_t weight_bytes;   /* weight bytes those matmuls read (elements + scales of the views) */
+    uint64_t matmul_flops;   /* 2 * rows * cols * n summed */
+    uint64_t attn_calls;     /* HD_OP_ATTN ops run */
+} hd_kern_stats_t;
+
 typedef struct {
     const hd_kern_ops_t *ops; /* backend vtable */
     void *ctx;                /* backend state */
+    hd_kern_stats_t stats;    /* counters; only the thread running ops updates them */
 } hd_kern_backend_t;
 
 /* Create the backend named @name ("cpu"); @n_threads 0 means all online CPUs. */
@@ -105,6 +114,8 @@ void hd_kern_backend_destroy(hd_kern_backend_t *be);
 const char *const *hd_kern_backend_names(void);
 hd_status_t hd_kern_run(hd_kern_backend_t *be, const hd_op_t *op);
 hd_status_t hd_kern_synchronize(hd_kern_backend_t *be);
+/* Bytes one matmul over @w reads from the weight (elements plus its share of scales). */
+uint64_t hd_kern_weight_view_bytes(const hd_weight_t *w);
 /* The CPU backend's worker pool (NULL for other backends): for model-side loops. */
 struct hd_pool *hd_kern_cpu_pool(hd_kern_backend_t *be);
 /* Which CPU code path is in use ("avx2+fma" or "portable"). */
