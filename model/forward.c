@@ -895,6 +895,59 @@ out:
 
 /* ---- the step ---- */
 
+/* Logits of every item that asks for them, through one head_logits call over all rows. */
+static hd_status_t step_logits(step_t *s, hd_batch_item_t *items, int n, const int64_t *first)
+{
+    const hd_model_config_t *c = s->c;
+    int64_t Nd = (int64_t)c->hc_mult * c->dim, V = c->vocab_size, R = 0, r = 0;
+    float *X, *out;
+    hd_status_t st;
+    for (int i = 0; i < n; i++) {
+        R += items[i].logits == HD_LOGITS_ALL ? items[i].n_tokens
+             : items[i].logits == HD_LOGITS_LAST ? 1 : 0;
+    }
+    if (R == 0) {
+        return HD_OK;
+    }
+    if (n == 1) { /* the rows are already contiguous and so is the output */
+        int64_t r0 = items[0].logits == HD_LOGITS_ALL ? first[0] : first[1] - 1;
+        return head_logits(s, s->X + r0 * Nd, R, &s->e->hc_head_fn, s->e->hc_head_base,
+                           s->e->hc_head_scale, s->e->norm, items[0].logits_out);
+    }
+    X = hd_aligned_calloc((size_t)(R * Nd), sizeof(float), "head rows");
+    out = hd_aligned_calloc((size_t)(R * V), sizeof(float), "head logits");
+    if (X == NULL || out == NULL) {
+        hd_free(X);
+        hd_free(out);
+        return HD_ERR_NO_MEMORY;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t r0, nr;
+        if (items[i].logits == HD_LOGITS_NONE) {
+            continue;
+        }
+        r0 = items[i].logits == HD_LOGITS_ALL ? first[i] : first[i + 1] - 1;
+        nr = first[i + 1] - r0;
+        memcpy(X + r * Nd, s->X + r0 * Nd, (size_t)(nr * Nd) * sizeof(float));
+        r += nr;
+    }
+    st = head_logits(s, X, R, &s->e->hc_head_fn, s->e->hc_head_base, s->e->hc_head_scale,
+                     s->e->norm, out);
+    r = 0;
+    for (int i = 0; i < n && st == HD_OK; i++) {
+        int64_t nr;
+        if (items[i].logits == HD_LOGITS_NONE) {
+            continue;
+        }
+        nr = items[i].logits == HD_LOGITS_ALL ? items[i].n_tokens : 1;
+        memcpy(items[i].logits_out, out + r * V, (size_t)(nr * V) * sizeof(float));
+        r += nr;
+    }
+    hd_free(X);
+    hd_free(out);
+    return st;
+}
+
 static void step_rope_tables(step_t *s)
 {
     int R2 = s->c->rope_dim / 2;
@@ -1167,15 +1220,9 @@ hd_status_t hd_engine_step(hd_engine_h e, hd_batch_item_t *items, int n)
                    (size_t)(items[i].n_tokens * Nd) * sizeof(float));
         }
     }
-    for (int i = 0; i < n && e->layer_hi == c->n_layers; i++) {
-        if (items[i].logits == HD_LOGITS_NONE) {
-            continue;
-        }
-        int64_t r0 = items[i].logits == HD_LOGITS_ALL ? first[i] : first[i + 1] - 1;
-        HD_CHECK_GOTO(head_logits(&s, s.X + r0 * Nd, first[i + 1] - r0, &e->hc_head_fn,
-                                  e->hc_head_base, e->hc_head_scale, e->norm,
-                                  items[i].logits_out),
-                      st, broken);
+    if (e->layer_hi == c->n_layers) {
+        /* one head matmul for every row that wants logits: the head is read once per step */
+        HD_CHECK_GOTO(step_logits(&s, items, n, first), st, broken);
     }
     if (e->has_mtp) {
         HD_CHECK_GOTO(step_mtp_commit(e, items, n, s.X, first), st, broken);
