@@ -8,6 +8,7 @@
 int hd_cli_run(int argc, char **argv);          /* cli_run.c: generate from prompt ids */
 int hd_cli_gen_model(int argc, char **argv);    /* cli_gen.c: write a random checkpoint */
 int hd_cli_info(int argc, char **argv);         /* cli_info.c: config, presets, KV bytes */
+int hd_cli_plan(int argc, char **argv);         /* cli_plan.c: placement on a cluster */
 int hd_cli_bench(int argc, char **argv);        /* cli_bench.c: benchmarks */
 int hd_cli_tokenize(int argc, char **argv);     /* cli_tok.c: text -> ids */
 int hd_cli_detokenize(int argc, char **argv);   /* cli_tok.c: ids -> text */

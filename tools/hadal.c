@@ -16,6 +16,7 @@ static const struct {
     {"run", hd_cli_run, "generate tokens for a prompt with the single-process engine"},
     {"gen-model", hd_cli_gen_model, "write a random-weight checkpoint for a preset"},
     {"info", hd_cli_info, "print presets, a config, or KV-cache arithmetic"},
+    {"plan", hd_cli_plan, "place a model on a cluster: stages, experts, memory per worker"},
     {"bench", hd_cli_bench, "run a benchmark (decode, prefill, stream)"},
     {"tokenize", hd_cli_tokenize, "text on stdin -> token ids on stdout"},
     {"detokenize", hd_cli_detokenize, "token ids on stdin -> text on stdout"},
