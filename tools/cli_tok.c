@@ -9,7 +9,7 @@
  */
 #include "cli.h"
 #include "hadal/alloc.h"
-/* chat.h: added with the chat encoder */
+#include "hadal/chat.h"
 #include "hadal/json.h"
 #include "hadal/log.h"
 #include "hadal/tokenizer.h"
@@ -355,9 +355,174 @@ out:
     return rc;
 }
 
+static const char chat_usage[] =
+    "usage: hadal chat-template [FILE] [--mode chat|thinking|think-high|think-max]\n"
+    "                           [--effort high|max|none] [--tools FILE] [--response-format FILE]\n"
+    "                           [--keep-reasoning] [--no-bos] [--ids [--tokenizer FILE | --model DIR]]\n"
+    "Prints the DeepSeek-V4 prompt for a conversation (encoding_dsv4.py rules).\n"
+    "FILE (default stdin) holds either a JSON array of messages (OpenAI shape) or an object\n"
+    "{\"messages\": [...], \"tools\": [...], \"response_format\": {...}, \"thinking_mode\":\n"
+    "\"chat\"|\"thinking\", \"reasoning_effort\": \"high\"|\"max\"|null, \"drop_thinking\": bool,\n"
+    "\"add_bos\": bool}; options on the command line override the file.\n"
+    "  --mode            chat (non-think, default), thinking (= think-high), think-max\n"
+    "  --effort          reasoning effort in thinking mode (max adds the fixed preamble)\n"
+    "  --tools FILE      OpenAI tools array, attached to the first system message\n"
+    "  --response-format FILE  JSON value rendered as a \"## Response Format\" section\n"
+    "  --keep-reasoning  keep reasoning of earlier turns (official drop_thinking=False)\n"
+    "  --no-bos          omit <｜begin▁of▁sentence｜>\n"
+    "  --ids             print token ids of the prompt instead of its text\n";
+
+/* Parse @path ("-" = stdin) into @root, recording number literals in @nums. */
+static int cli_json_file(const char *path, hd_chat_numbers_t *nums, hd_json_t **root, char **text_p)
+{
+    char *text = NULL, err[160];
+    size_t len = 0;
+    if (strcmp(path, "-") == 0) {
+        if (cli_read_all(stdin, &text, &len) != 0) {
+            return 1;
+        }
+    } else if (hd_file_read_all(path, CLI_MAX_INPUT, &text, &len) != HD_OK) {
+        fprintf(stderr, "hadal chat-template: cannot read %s\n", path);
+        return 1;
+    }
+    if (hd_chat_json_parse(text, len, nums, root, err, sizeof(err)) != HD_OK) {
+        fprintf(stderr, "hadal chat-template: %s: %s\n", path, err);
+        hd_free(text);
+        return 1;
+    }
+    *text_p = text;
+    return 0;
+}
+
 int hd_cli_chat_template(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "hadal %s: not built yet in this revision\n", argv[0]);
-    return 1;
+    tok_cli_opts_t o = {0};
+    const char *file = "-", *tools_file = NULL, *rf_file = NULL, *mode_s = NULL, *effort_s = NULL;
+    bool keep = false, no_bos = false, ids_out = false;
+    hd_chat_numbers_t *nums = NULL;
+    hd_json_t *doc = NULL, *tools_doc = NULL, *rf_doc = NULL;
+    char *doc_text = NULL, *tools_text = NULL, *rf_text = NULL, err[256];
+    hd_chat_request_t req = {0};
+    hd_buf_t prompt;
+    hd_tok_h tok = NULL;
+    int rc = 1;
+
+    for (int i = 1; i < argc; i++) {
+        bool has_val = i + 1 < argc;
+        if (cli_tok_opt(&o, argc, argv, &i)) {
+            continue;
+        } else if (strcmp(argv[i], "--mode") == 0 && has_val) {
+            mode_s = argv[++i];
+        } else if (strcmp(argv[i], "--effort") == 0 && has_val) {
+            effort_s = argv[++i];
+        } else if (strcmp(argv[i], "--tools") == 0 && has_val) {
+            tools_file = argv[++i];
+        } else if (strcmp(argv[i], "--response-format") == 0 && has_val) {
+            rf_file = argv[++i];
+        } else if (strcmp(argv[i], "--keep-reasoning") == 0) {
+            keep = true;
+        } else if (strcmp(argv[i], "--no-bos") == 0) {
+            no_bos = true;
+        } else if (strcmp(argv[i], "--ids") == 0) {
+            ids_out = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(chat_usage, stdout);
+            return 0;
+        } else if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) {
+            file = argv[i];
+        } else {
+            fprintf(stderr, "hadal chat-template: unknown option '%s'\n%s", argv[i], chat_usage);
+            return 2;
+        }
+    }
+    hd_buf_init(&prompt);
+    if (hd_chat_numbers_create(&nums) != HD_OK || cli_json_file(file, nums, &doc, &doc_text) != 0) {
+        goto out;
+    }
+    /* the file: a messages array, or an object with messages and options */
+    req.mode = HD_CHAT_MODE_CHAT;
+    if (doc->type == HD_JSON_ARRAY) {
+        req.messages = doc;
+    } else if (doc->type == HD_JSON_OBJECT) {
+        const char *s;
+        bool b;
+        req.messages = hd_json_get(doc, "messages");
+        req.tools = hd_json_get(doc, "tools");
+        req.response_format = hd_json_get(doc, "response_format");
+        if ((s = hd_json_get_str(doc, "thinking_mode")) != NULL &&
+            !hd_chat_mode_parse(s, &req.mode, &req.effort)) {
+            fprintf(stderr, "hadal chat-template: bad thinking_mode '%s'\n", s);
+            goto out;
+        }
+        if (hd_json_get_bool(doc, "thinking", &b)) {
+            req.mode = b ? HD_CHAT_MODE_THINKING : HD_CHAT_MODE_CHAT;
+        }
+        if ((s = hd_json_get_str(doc, "reasoning_effort")) != NULL &&
+            !hd_chat_effort_parse(s, &req.effort)) {
+            fprintf(stderr, "hadal chat-template: bad reasoning_effort '%s'\n", s);
+            goto out;
+        }
+        if (hd_json_get_bool(doc, "drop_thinking", &b)) {
+            req.keep_reasoning = !b;
+        }
+        if (hd_json_get_bool(doc, "add_bos", &b)) {
+            req.no_bos = !b;
+        }
+    }
+    if (mode_s != NULL && !hd_chat_mode_parse(mode_s, &req.mode, &req.effort)) {
+        fprintf(stderr, "hadal chat-template: bad --mode '%s'\n%s", mode_s, chat_usage);
+        rc = 2;
+        goto out;
+    }
+    if (effort_s != NULL && !hd_chat_effort_parse(effort_s, &req.effort)) {
+        fprintf(stderr, "hadal chat-template: bad --effort '%s'\n%s", effort_s, chat_usage);
+        rc = 2;
+        goto out;
+    }
+    if (tools_file != NULL) {
+        if (cli_json_file(tools_file, nums, &tools_doc, &tools_text) != 0) {
+            goto out;
+        }
+        req.tools = tools_doc;
+    }
+    if (rf_file != NULL) {
+        if (cli_json_file(rf_file, nums, &rf_doc, &rf_text) != 0) {
+            goto out;
+        }
+        req.response_format = rf_doc;
+    }
+    req.keep_reasoning |= keep;
+    req.no_bos |= no_bos;
+    req.numbers = nums;
+    if (hd_chat_encode(&req, &prompt, err, sizeof(err)) != HD_OK) {
+        fprintf(stderr, "hadal chat-template: %s\n", err);
+        goto out;
+    }
+    if (ids_out) {
+        hd_tok_ids_t ids;
+        if (cli_tok_open(&o, &tok) != 0) {
+            goto out;
+        }
+        hd_tok_ids_init(&ids);
+        if (hd_tok_encode(tok, prompt.data, prompt.len, 0, &ids) != HD_OK) {
+            hd_tok_ids_cleanup(&ids);
+            goto out;
+        }
+        cli_print_ids(&ids, false, stdout);
+        hd_tok_ids_cleanup(&ids);
+    } else {
+        fwrite(prompt.data, 1, prompt.len, stdout);
+    }
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out:
+    hd_tok_destroy(tok);
+    hd_buf_cleanup(&prompt);
+    hd_json_free(doc);
+    hd_json_free(tools_doc);
+    hd_json_free(rf_doc);
+    hd_free(doc_text);
+    hd_free(tools_text);
+    hd_free(rf_text);
+    hd_chat_numbers_destroy(nums);
+    return rc;
 }
