@@ -11,9 +11,10 @@
  * hd_net_connect() is called with each peer's blob that this rank will talk to (both sides
  * must call it). Connections complete in the background, driven by progress.
  *
- * Messages. hd_net_send()/hd_net_recv() are non-blocking: they return HD_OK (complete now,
- * *req_p = NULL), HD_INPROGRESS (*req_p set: finish with hd_net_test()/hd_net_wait(), then
- * hd_net_req_free()), or an error. Buffers belong to the caller and must stay valid and
+ * Messages. hd_net_send()/hd_net_recv() are non-blocking. A send returns HD_OK (complete
+ * now, *req_p = NULL), HD_INPROGRESS (*req_p set: finish with hd_net_test()/hd_net_wait(),
+ * then hd_net_req_free()), or an error. A receive always returns HD_INPROGRESS with a
+ * request (even when the message is already there, so its length can be read) or an error. Buffers belong to the caller and must stay valid and
  * untouched until the request completes. A receive matches the oldest unmatched message from
  * @peer with @tag; messages between two ranks with the same tag arrive in send order. A
  * message longer than the receive buffer fails the receive with HD_ERR_PROTO. User tags are
