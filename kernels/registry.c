@@ -7,6 +7,14 @@
 #include "hadal/log.h"
 
 #include <string.h>
+#include <time.h>
+
+static uint64_t kern_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static const hd_kern_ops_t *const kern_backends[] = {
     &hd_kern_cpu_ops,
@@ -58,15 +66,24 @@ hd_status_t hd_kern_run(hd_kern_backend_t *be, const hd_op_t *op)
         hd_error(HD_SUBSYS_KERN, "backend %s does not support op %d", be->ops->name, op->type);
         return HD_ERR_UNSUPPORTED;
     }
+    uint64_t t0 = kern_now_ns();
+    hd_status_t st = be->ops->run_op(be->ctx, op);
+    uint64_t dt = kern_now_ns() - t0;
     if (op->type == HD_OP_MATMUL) {
         const hd_op_matmul_t *m = &op->matmul;
+        uint64_t bytes = hd_kern_weight_view_bytes(m->w);
+        unsigned f = (unsigned)m->w->fmt & 3u;
         be->stats.matmul_calls++;
-        be->stats.weight_bytes += hd_kern_weight_view_bytes(m->w);
+        be->stats.weight_bytes += bytes;
         be->stats.matmul_flops += 2u * (uint64_t)m->w->rows * (uint64_t)m->w->cols * (uint64_t)m->n;
+        be->stats.fmt_ns[f] += dt;
+        be->stats.fmt_bytes[f] += bytes;
+        be->stats.fmt_calls[f]++;
     } else if (op->type == HD_OP_ATTN) {
         be->stats.attn_calls++;
+        be->stats.attn_ns += dt;
     }
-    return be->ops->run_op(be->ctx, op);
+    return st;
 }
 
 uint64_t hd_kern_weight_view_bytes(const hd_weight_t *w)

@@ -439,6 +439,7 @@ typedef struct {
     int threads;
     int tokens;
     int prompt;
+    int warmup;
     size_t stream_mib;
     bool json;
 } engine_opts_t;
@@ -451,6 +452,7 @@ static int bench_engine_opts(int argc, char **argv, const char *what, engine_opt
         {"batch", required_argument, NULL, 'b'},    {"threads", required_argument, NULL, 't'},
         {"tokens", required_argument, NULL, 'n'},   {"prompt", required_argument, NULL, 'P'},
         {"stream-mib", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+        {"warmup", required_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int opt;
@@ -487,6 +489,9 @@ static int bench_engine_opts(int argc, char **argv, const char *what, engine_opt
         case 'j':
             o->json = true;
             break;
+        case 'w':
+            o->warmup = atoi(optarg);
+            break;
         default:
             fprintf(opt == 'h' ? stdout : stderr,
                     "usage: hadal bench %s [--preset NAME | --model DIR] [options]\n"
@@ -499,6 +504,7 @@ static int bench_engine_opts(int argc, char **argv, const char *what, engine_opt
                     "  --batch LIST     decode batch sizes (default 1,8)\n"
                     "  --tokens N       decode steps (default 16) / prefill tokens (default 256)\n"
                     "  --prompt N       decode: prompt tokens per sequence (default 32)\n"
+                    "  --warmup N       decode: untimed steps first (default 8)\n"
                     "  --threads N      kernel threads (default all CPUs)\n"
                     "  --stream-mib M   bandwidth test array size (default 512)\n"
                     "  --json           one JSON object on stdout\n",
@@ -596,7 +602,7 @@ static int32_t bench_argmax(const float *x, int64_t n)
 static int bench_decode(int argc, char **argv)
 {
     engine_opts_t o = {.preset = "medium", .numerics = "official", .batches = "1,8",
-                       .tokens = 16, .prompt = 32, .stream_mib = 512};
+                       .tokens = 16, .prompt = 32, .warmup = 8, .stream_mib = 512};
     char dir[PATH_MAX];
     int rc = bench_engine_opts(argc, argv, "decode", &o), threads;
     hd_engine_h e = NULL;
@@ -608,8 +614,8 @@ static int bench_decode(int argc, char **argv)
     if (rc >= 0) {
         return rc;
     }
-    if (o.tokens < 1 || o.prompt < 1) {
-        fprintf(stderr, "hadal bench decode: --tokens and --prompt must be >= 1\n");
+    if (o.tokens < 1 || o.prompt < 1 || o.warmup < 0) {
+        fprintf(stderr, "hadal bench decode: --tokens and --prompt must be >= 1, --warmup >= 0\n");
         return 2;
     }
     threads = bench_threads(o.threads);
@@ -656,7 +662,7 @@ static int bench_decode(int argc, char **argv)
         hd_batch_item_t *items;
         int32_t *toks;
         float *logits;
-        double t0, dt;
+        double t0 = 0, dt;
         hd_kern_stats_t st;
         if (end == p || B < 1 || B > 256) {
             fprintf(stderr, "hadal bench decode: bad --batch list '%s'\n", o.batches);
@@ -687,9 +693,12 @@ static int bench_decode(int argc, char **argv)
             fprintf(stderr, "hadal bench decode: prefill failed: %s\n", hd_engine_last_error(e));
             rc = 1;
         }
-        hd_engine_kern_stats(e, NULL, true);
-        t0 = bench_now();
-        for (int s = 0; rc == 0 && s < o.tokens; s++) {
+        /* untimed warm-up steps fault in the mmap'ed weights (and settle the caches) */
+        for (int s = 0; rc == 0 && s < o.warmup + o.tokens; s++) {
+            if (s == o.warmup) {
+                hd_engine_kern_stats(e, NULL, true);
+                t0 = bench_now();
+            }
             for (long b = 0; b < B; b++) {
                 toks[b] = bench_argmax(logits + b * vocab, vocab);
                 items[b].tokens = toks + b;
@@ -713,6 +722,19 @@ static int bench_decode(int argc, char **argv)
                        "RSS %.0f MB\n",
                        B, tps, step_s * 1e3, bytes_step / 1e6, bytes_step / 1e6 / (double)B, gbs,
                        100.0 * gbs / sr.copy_gbs, 100.0 * gbs / sr.read_gbs, (double)rss / 1e6);
+                printf("  per step: ");
+                for (int f = 0; f < 4; f++) {
+                    if (st.fmt_calls[f] == 0) {
+                        continue;
+                    }
+                    printf("%s %.0f calls %.1f MB %.1f ms (%.2f GB/s); ", fmt_names[f],
+                           (double)st.fmt_calls[f] / o.tokens, st.fmt_bytes[f] / 1e6 / o.tokens,
+                           st.fmt_ns[f] / 1e6 / o.tokens,
+                           st.fmt_ns[f] ? (double)st.fmt_bytes[f] / (double)st.fmt_ns[f] : 0.0);
+                }
+                printf("attention %.1f ms; other %.1f ms\n", st.attn_ns / 1e6 / o.tokens,
+                       step_s * 1e3 - (double)(st.fmt_ns[0] + st.fmt_ns[1] + st.fmt_ns[2] +
+                                               st.fmt_ns[3] + st.attn_ns) / 1e6 / o.tokens);
             }
             hd_buf_printf(&js, "%s{\"batch\":%ld,\"tokens_per_s\":%.4f,\"step_ms\":%.4f,"
                                "\"weight_bytes_per_step\":%.0f,\"gbs\":%.4f,"

@@ -99,6 +99,10 @@ typedef struct hd_kern_stats {
     uint64_t weight_bytes;   /* weight bytes those matmuls read (elements + scales of the views) */
     uint64_t matmul_flops;   /* 2 * rows * cols * n summed */
     uint64_t attn_calls;     /* HD_OP_ATTN ops run */
+    uint64_t fmt_ns[4];      /* matmul wall time by weight format (hd_wfmt_t) */
+    uint64_t fmt_bytes[4];   /* matmul weight bytes by format */
+    uint64_t fmt_calls[4];   /* matmul calls by format */
+    uint64_t attn_ns;        /* attention wall time */
 } hd_kern_stats_t;
 
 typedef struct {
