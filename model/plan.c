@@ -757,7 +757,7 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
     plan_ctx_t *x = NULL;
     hd_plan_t p, best_fail;
     uint64_t best_short = UINT64_MAX;
-    char why[512], best_why[512] = "", tried[256] = "";
+    char why[512], best_why[512] = "", tried[256] = "", first[160] = "";
     hd_status_t st;
 
     if (err != NULL && err_len > 0) {
@@ -823,7 +823,11 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
         uint64_t shortfall = 0;
         size_t tl = strlen(tried);
         if (plan_grid_invalid(cfg, cl, cand_pp[i], cand_ep[i], why, sizeof(why)) != NULL) {
-            continue; /* only auto candidates can be invalid here */
+            if (i == 0) { /* only auto candidates can be invalid here */
+                snprintf(first, sizeof(first), "%dx%d is not valid (%.100s)", cand_pp[i],
+                         cand_ep[i], why);
+            }
+            continue;
         }
         st = plan_base(cfg, cl, x, &p);
         if (st == HD_OK) {
@@ -845,9 +849,14 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
                          "auto: one stage per node, experts over its %d %s", g,
                          cl->kind == HD_CLUSTER_CPU ? "workers" : "GPUs");
             } else {
-                snprintf(p.grid_why, sizeof(p.grid_why), "auto: %s; %s", tried,
-                         p.ep < g ? "more stages per node"
-                                  : "rows span several nodes (all-to-all over the network)");
+                if (p.ep < g) {
+                    snprintf(p.grid_why, sizeof(p.grid_why), "auto: %s; %d stages per node",
+                             first, g / p.ep);
+                } else {
+                    snprintf(p.grid_why, sizeof(p.grid_why),
+                             "auto: %s; rows span %d nodes (all-to-all over the network)", first,
+                             p.ep / g);
+                }
             }
             hd_free(x);
             plan_free_grid(&best_fail);
@@ -856,6 +865,9 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
         }
         snprintf(tried + tl, sizeof(tried) - tl, "%s%dx%d does not fit", tl ? ", " : "",
                  cand_pp[i], cand_ep[i]);
+        if (i == 0) {
+            snprintf(first, sizeof(first), "%dx%d does not fit", cand_pp[i], cand_ep[i]);
+        }
         if (shortfall < best_short) {
             plan_free_grid(&best_fail);
             best_fail = p;

@@ -144,7 +144,7 @@ typedef struct {
     int n_workers;               /* pp * ep = nodes * devs_per_node */
     bool grid_auto;              /* PP x EP chosen by the planner */
     bool ep_cross_node;          /* a stage row spans several nodes */
-    char grid_why[160];          /* how the grid was chosen */
+    char grid_why[256];          /* how the grid was chosen */
     int n_layers;                /* main layers */
     int n_mtp;                   /* MTP blocks (on the last stage) */
     int ratio[HD_MAX_LAYERS];    /* compress ratio per block (main + MTP) */
