@@ -101,7 +101,10 @@ hd_status_t hd_plan_parse_bytes(const char *s, uint64_t *bytes_p)
 hd_status_t hd_plan_parse_rate(const char *s, double *bytes_per_s_p)
 {
     static const plan_unit_t bit_units[] = {
-        {"bit", 1}, {"kbit", 1000ull}, {"mbit", 1000000ull}, {"gbit", 1000000000ull},
+        {"bit", 1},
+        {"kbit", 1000ull},
+        {"mbit", 1000000ull},
+        {"gbit", 1000000000ull},
         {"tbit", 1000000000000ull},
     };
     char *end;
@@ -150,7 +153,7 @@ void hd_cluster_init(hd_cluster_t *cl, hd_cluster_kind_t kind)
     cl->kv_format = HD_KV_FMT_PACKED;
     if (kind == HD_CLUSTER_CPU) {
         cl->nodes = 1;
-        cl->intra_bw = 10e9;  /* shared memory between processes */
+        cl->intra_bw = 10e9;   /* shared memory between processes */
         cl->inter_bw = 1.25e9; /* 10 Gbit/s Ethernet */
         cl->reserve = 256ull << 20;
         cl->step_tokens = 256;
@@ -194,10 +197,10 @@ static hd_status_t plan_fail(char *err, size_t err_len, hd_status_t st, const ch
 /* ---- weights per block (inventory) and the cost model ---- */
 
 typedef struct {
-    uint64_t dense;       /* bytes without routed experts */
-    uint64_t expert;      /* bytes of one routed expert */
-    double dense_macs;    /* multiply-adds per token of the non-expert linears */
-    double expert_macs;   /* of one routed expert */
+    uint64_t dense;     /* bytes without routed experts */
+    uint64_t expert;    /* bytes of one routed expert */
+    double dense_macs;  /* multiply-adds per token of the non-expert linears */
+    double expert_macs; /* of one routed expert */
 } plan_block_w_t;
 
 /* Multiply-adds per token of a linear weight, 0 for tensors that are not one. */
@@ -251,8 +254,8 @@ static hd_status_t plan_block_weights(const hd_model_config_t *c, int b, plan_bl
 }
 
 /* Bytes of embed.weight, of the head set (norm, hc_head_*, head) and the head's MACs. */
-static hd_status_t plan_global_weights(const hd_model_config_t *c, uint64_t *embed,
-                                       uint64_t *head, double *head_macs)
+static hd_status_t plan_global_weights(const hd_model_config_t *c, uint64_t *embed, uint64_t *head,
+                                       double *head_macs)
 {
     hd_inv_filter_t f = {.layer_lo = 0, .layer_hi = 0, .globals = HD_INV_GLOBALS_ALL};
     hd_inv_t inv;
@@ -474,8 +477,8 @@ static const char *plan_grid_invalid(const hd_model_config_t *c, const hd_cluste
         return why;
     }
     if (ep % cl->devs_per_node != 0 && cl->devs_per_node % ep != 0) {
-        snprintf(why, len, "ep %d neither divides nor is a multiple of the %d devices per node",
-                 ep, cl->devs_per_node);
+        snprintf(why, len, "ep %d neither divides nor is a multiple of the %d devices per node", ep,
+                 cl->devs_per_node);
         return why;
     }
     if (pp > c->n_layers) {
@@ -616,9 +619,9 @@ static hd_status_t plan_grid(const hd_model_config_t *c, const hd_cluster_t *cl,
                          cl->kind == HD_CLUSTER_CPU ? "cpu worker" : "worker", s, col, w->node,
                          cl->kind == HD_CLUSTER_CPU ? "worker" : "gpu", w->device, sg->layer_lo,
                          sg->layer_hi - 1, hi_all > sg->layer_hi ? " + MTP" : "", w->expert_lo,
-                         w->expert_hi - 1, need / GIB, w->weights / GIB,
-                         bf.total / GIB, w->reserve / GIB, (unsigned long long)p->min_context,
-                         w->kv_min_seq / GIB, cl->dev_mem / GIB, (need - cl->dev_mem) / GIB,
+                         w->expert_hi - 1, need / GIB, w->weights / GIB, bf.total / GIB,
+                         w->reserve / GIB, (unsigned long long)p->min_context, w->kv_min_seq / GIB,
+                         cl->dev_mem / GIB, (need - cl->dev_mem) / GIB,
                          (unsigned long long)(need - cl->dev_mem));
             }
         }
@@ -696,8 +699,8 @@ static hd_status_t plan_check_cluster(const hd_cluster_t *cl, char *err, size_t 
     if (!(cl->intra_bw > 0.0) || !(cl->inter_bw > 0.0) || !isfinite(cl->intra_bw) ||
         !isfinite(cl->inter_bw)) {
         return plan_fail(err, err_len, HD_ERR_INVALID_PARAM,
-                         "bandwidths must be finite and > 0 (intra %g, inter %g B/s)",
-                         cl->intra_bw, cl->inter_bw);
+                         "bandwidths must be finite and > 0 (intra %g, inter %g B/s)", cl->intra_bw,
+                         cl->inter_bw);
     }
     if (cl->ref_batch < 1 || cl->step_tokens < 1 || cl->ref_context < 1 ||
         !(cl->flops_per_byte > 0.0) || !isfinite(cl->flops_per_byte)) {
@@ -841,17 +844,16 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
         if (shortfall == 0) {
             p.grid_auto = cl->pp == 0 && cl->ep == 0;
             if (!p.grid_auto) {
-                snprintf(p.grid_why, sizeof(p.grid_why), "given (%s%s%s)",
-                         cl->pp > 0 ? "pp" : "", cl->pp > 0 && cl->ep > 0 ? " and " : "",
-                         cl->ep > 0 ? "ep" : "");
+                snprintf(p.grid_why, sizeof(p.grid_why), "given (%s%s%s)", cl->pp > 0 ? "pp" : "",
+                         cl->pp > 0 && cl->ep > 0 ? " and " : "", cl->ep > 0 ? "ep" : "");
             } else if (i == 0) {
                 snprintf(p.grid_why, sizeof(p.grid_why),
                          "auto: one stage per node, experts over its %d %s", g,
                          cl->kind == HD_CLUSTER_CPU ? "workers" : "GPUs");
             } else {
                 if (p.ep < g) {
-                    snprintf(p.grid_why, sizeof(p.grid_why), "auto: %s; %d stages per node",
-                             first, g / p.ep);
+                    snprintf(p.grid_why, sizeof(p.grid_why), "auto: %s; %d stages per node", first,
+                             g / p.ep);
                 } else {
                     snprintf(p.grid_why, sizeof(p.grid_why),
                              "auto: %s; rows span %d nodes (all-to-all over the network)", first,
@@ -863,8 +865,8 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
             *plan = p;
             return HD_OK;
         }
-        snprintf(tried + tl, sizeof(tried) - tl, "%s%dx%d does not fit", tl ? ", " : "",
-                 cand_pp[i], cand_ep[i]);
+        snprintf(tried + tl, sizeof(tried) - tl, "%s%dx%d does not fit", tl ? ", " : "", cand_pp[i],
+                 cand_ep[i]);
         if (i == 0) {
             snprintf(first, sizeof(first), "%dx%d does not fit", cand_pp[i], cand_ep[i]);
         }
@@ -929,22 +931,21 @@ void hd_plan_write_json(const hd_plan_t *p, hd_buf_t *b)
 
     hd_buf_puts(b, "{\"fits\":true,\"model\":");
     hd_buf_json_str(b, p->model, strlen(p->model));
-    hd_buf_printf(b, ",\"cluster\":{\"kind\":\"%s\",",
-                  cl->kind == HD_CLUSTER_CPU ? "cpu" : "gpu");
+    hd_buf_printf(b, ",\"cluster\":{\"kind\":\"%s\",", cl->kind == HD_CLUSTER_CPU ? "cpu" : "gpu");
     hd_buf_printf(b, "\"nodes\":%d,\"devs_per_node\":%d,", cl->nodes, cl->devs_per_node);
     json_u64(b, "dev_mem", cl->dev_mem, true);
     json_num(b, "intra_bw", cl->intra_bw, true);
     json_num(b, "inter_bw", cl->inter_bw, true);
-    hd_buf_printf(b, "\"kv_format\":\"%s\",",
-                  cl->kv_format == HD_KV_FMT_BF16 ? "bf16" : "packed");
+    hd_buf_printf(b, "\"kv_format\":\"%s\",", cl->kv_format == HD_KV_FMT_BF16 ? "bf16" : "packed");
     json_u64(b, "reserve", cl->reserve, true);
     json_u64(b, "step_tokens", cl->step_tokens, true);
     json_u64(b, "min_context", p->min_context, true);
     json_u64(b, "ref_context", p->ref_context, true);
     hd_buf_printf(b, "\"ref_batch\":%d,", cl->ref_batch);
     json_num(b, "flops_per_byte", cl->flops_per_byte, false);
-    hd_buf_printf(b, "},\"grid\":{\"pp\":%d,\"ep\":%d,\"n_workers\":%d,\"auto\":%s,"
-                     "\"ep_cross_node\":%s,\"why\":",
+    hd_buf_printf(b,
+                  "},\"grid\":{\"pp\":%d,\"ep\":%d,\"n_workers\":%d,\"auto\":%s,"
+                  "\"ep_cross_node\":%s,\"why\":",
                   p->pp, p->ep, p->n_workers, p->grid_auto ? "true" : "false",
                   p->ep_cross_node ? "true" : "false");
     hd_buf_json_str(b, p->grid_why, strlen(p->grid_why));

@@ -53,8 +53,7 @@ static int plan_int(const char *opt, const char *s, long lo, long hi, long *out)
     errno = 0;
     v = strtol(s, &end, 10);
     if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "hadal plan: %s '%s': expected an integer in [%ld, %ld]\n", opt, s, lo,
-                hi);
+        fprintf(stderr, "hadal plan: %s '%s': expected an integer in [%ld, %ld]\n", opt, s, lo, hi);
         return -1;
     }
     *out = v;
@@ -64,8 +63,8 @@ static int plan_int(const char *opt, const char *s, long lo, long hi, long *out)
 static int plan_size(const char *opt, const char *s, uint64_t *out)
 {
     if (hd_plan_parse_bytes(s, out) != HD_OK) {
-        fprintf(stderr, "hadal plan: %s '%s': expected a size such as 80GiB, 141GB, 512MiB\n",
-                opt, s);
+        fprintf(stderr, "hadal plan: %s '%s': expected a size such as 80GiB, 141GB, 512MiB\n", opt,
+                s);
         return -1;
     }
     return 0;
@@ -74,8 +73,8 @@ static int plan_size(const char *opt, const char *s, uint64_t *out)
 static int plan_rate(const char *opt, const char *s, double *out)
 {
     if (hd_plan_parse_rate(s, out) != HD_OK) {
-        fprintf(stderr, "hadal plan: %s '%s': expected a rate such as 450GB/s or 400Gbit/s\n",
-                opt, s);
+        fprintf(stderr, "hadal plan: %s '%s': expected a rate such as 450GB/s or 400Gbit/s\n", opt,
+                s);
         return -1;
     }
     return 0;
@@ -143,8 +142,8 @@ static void plan_print(const hd_plan_t *p)
            p->cost_max / MB, p->cost_mean / MB, 100.0 * (p->cost_max / p->cost_mean - 1.0),
            (p->cost_mean + p->cost_item_max) / MB);
 
-    printf("\n%-5s %-9s %4s %4s %4s  %-12s %9s\n", "stage", "layers", "CSA", "HCA", "SWA",
-           "also", "cost MB");
+    printf("\n%-5s %-9s %4s %4s %4s  %-12s %9s\n", "stage", "layers", "CSA", "HCA", "SWA", "also",
+           "cost MB");
     for (int s = 0; s < p->pp; s++) {
         const hd_plan_stage_t *sg = &p->stages[s];
         char layers[32], also[32] = "";
@@ -416,8 +415,7 @@ int hd_cli_plan(int argc, char **argv)
         if (json) {
             hd_buf_t b;
             hd_buf_init(&b);
-            hd_buf_printf(&b, "{\"fits\":false,\"status\":\"%s\",\"error\":",
-                          hd_status_string(st));
+            hd_buf_printf(&b, "{\"fits\":false,\"status\":\"%s\",\"error\":", hd_status_string(st));
             hd_buf_json_str(&b, err, strlen(err));
             hd_buf_puts(&b, "}\n");
             fputs(b.data != NULL ? b.data : "", stdout);

@@ -93,85 +93,85 @@ typedef struct {
 } hd_plan_buffers_t;
 
 typedef struct {
-    int stage;                  /* grid row */
-    int column;                 /* grid column: its sequences are pinned here */
-    int node;                   /* host index */
-    int device;                 /* GPU (CPU: worker) index within the node */
-    int expert_lo;              /* routed experts [expert_lo, expert_hi) of every layer */
+    int stage;     /* grid row */
+    int column;    /* grid column: its sequences are pinned here */
+    int node;      /* host index */
+    int device;    /* GPU (CPU: worker) index within the node */
+    int expert_lo; /* routed experts [expert_lo, expert_hi) of every layer */
     int expert_hi;
-    uint64_t weights_dense;     /* attention, mHC, norms, router, shared expert of the stage's
-                                   blocks (MTP included on the last stage), replicated per row */
-    uint64_t weights_experts;   /* its routed experts in those blocks */
-    uint64_t weights_globals;   /* embed (first stage; last stage for MTP), final norm and
-                                   hc_head, head (last stage) */
-    uint64_t weights;           /* sum of the three: exact checkpoint bytes */
-    hd_plan_buffers_t buffers;  /* activation/communication estimate */
-    uint64_t reserve;           /* runtime reserve (cluster->reserve) */
-    uint64_t kv_budget;         /* dev_mem - weights - buffers - reserve */
-    uint64_t kv_min_seq;        /* KV bytes of one min_context sequence in this stage */
+    uint64_t weights_dense;    /* attention, mHC, norms, router, shared expert of the stage's
+                                  blocks (MTP included on the last stage), replicated per row */
+    uint64_t weights_experts;  /* its routed experts in those blocks */
+    uint64_t weights_globals;  /* embed (first stage; last stage for MTP), final norm and
+                                  hc_head, head (last stage) */
+    uint64_t weights;          /* sum of the three: exact checkpoint bytes */
+    hd_plan_buffers_t buffers; /* activation/communication estimate */
+    uint64_t reserve;          /* runtime reserve (cluster->reserve) */
+    uint64_t kv_budget;        /* dev_mem - weights - buffers - reserve */
+    uint64_t kv_min_seq;       /* KV bytes of one min_context sequence in this stage */
     uint64_t max_context[HD_PLAN_N_BATCH]; /* longest context of that many sequences that fits
                                               the KV budget (<= max_pos) */
 } hd_plan_worker_t;
 
 typedef struct {
-    int layer_lo;   /* main layers [layer_lo, layer_hi) */
+    int layer_lo; /* main layers [layer_lo, layer_hi) */
     int layer_hi;
     bool has_embed; /* stage 0 */
     bool has_head;  /* last stage: final norm, hc_head, head and the MTP blocks */
     int n_csa;      /* main layers of each type in the range */
     int n_hca;
     int n_swa;
-    double cost;    /* sum of its blocks' costs, embed/head/MTP included (byte-equivalents
-                       per decode token) */
+    double cost; /* sum of its blocks' costs, embed/head/MTP included (byte-equivalents
+                    per decode token) */
 } hd_plan_stage_t;
 
 /* Communication per decode step at the reference batch (an estimate, docs/PLANNER.md). */
 typedef struct {
-    uint64_t a2a_bytes;  /* bytes one worker sends per MoE layer (dispatch + combine) */
-    double a2a_inter;    /* fraction of them that leaves the node */
-    double a2a_us;       /* microseconds per MoE layer */
-    uint64_t pp_bytes;   /* bytes one column sends across one stage boundary */
-    int pp_inter;        /* stage boundaries that cross nodes */
-    double pp_us;        /* microseconds for one boundary (the slowest) */
-    double step_us;      /* a2a over the deepest stage's MoE layers + all boundaries */
+    uint64_t a2a_bytes; /* bytes one worker sends per MoE layer (dispatch + combine) */
+    double a2a_inter;   /* fraction of them that leaves the node */
+    double a2a_us;      /* microseconds per MoE layer */
+    uint64_t pp_bytes;  /* bytes one column sends across one stage boundary */
+    int pp_inter;       /* stage boundaries that cross nodes */
+    double pp_us;       /* microseconds for one boundary (the slowest) */
+    double step_us;     /* a2a over the deepest stage's MoE layers + all boundaries */
 } hd_plan_comm_t;
 
 typedef struct {
-    char model[64];              /* config name */
-    hd_cluster_t cluster;        /* the description the plan was made for */
-    int pp;                      /* stages (rows) */
-    int ep;                      /* workers per stage (columns) */
-    int n_workers;               /* pp * ep = nodes * devs_per_node */
-    bool grid_auto;              /* PP x EP chosen by the planner */
-    bool ep_cross_node;          /* a stage row spans several nodes */
-    char grid_why[256];          /* how the grid was chosen */
-    int n_layers;                /* main layers */
-    int n_mtp;                   /* MTP blocks (on the last stage) */
-    int ratio[HD_MAX_LAYERS];    /* compress ratio per block (main + MTP) */
-    double block_cost[HD_MAX_LAYERS]; /* cost per block (main + MTP; the MTP entries
-                                         include the MTP head pass) */
+    char model[64];                       /* config name */
+    hd_cluster_t cluster;                 /* the description the plan was made for */
+    int pp;                               /* stages (rows) */
+    int ep;                               /* workers per stage (columns) */
+    int n_workers;                        /* pp * ep = nodes * devs_per_node */
+    bool grid_auto;                       /* PP x EP chosen by the planner */
+    bool ep_cross_node;                   /* a stage row spans several nodes */
+    char grid_why[256];                   /* how the grid was chosen */
+    int n_layers;                         /* main layers */
+    int n_mtp;                            /* MTP blocks (on the last stage) */
+    int ratio[HD_MAX_LAYERS];             /* compress ratio per block (main + MTP) */
+    double block_cost[HD_MAX_LAYERS];     /* cost per block (main + MTP; the MTP entries
+                                             include the MTP head pass) */
     uint64_t block_dense[HD_MAX_LAYERS];  /* checkpoint bytes of a block without its routed
                                              experts (inventory) */
     uint64_t block_expert[HD_MAX_LAYERS]; /* checkpoint bytes of one routed expert of it */
-    uint64_t embed_bytes;        /* embed.weight */
-    uint64_t head_bytes;         /* norm.weight + hc_head_* + head.weight */
-    double embed_cost;           /* embedding lookup (stage 0) */
-    double head_cost;            /* final norm + hc_head + head (last stage) */
-    double cost_max;             /* the most expensive stage */
-    double cost_mean;            /* total / pp */
-    double cost_item_max;        /* the most expensive partition item: a main block, with the
-                                    embed folded into block 0 and the head and MTP blocks into
-                                    the last; cost_max <= cost_mean + cost_item_max holds */
-    uint64_t max_pos;            /* max_position_embeddings */
-    uint64_t min_context;        /* resolved cluster->min_context */
-    uint64_t ref_context;        /* resolved cluster->ref_context */
-    int batch[HD_PLAN_N_BATCH];  /* 1, 8, 64 */
+    uint64_t embed_bytes;                 /* embed.weight */
+    uint64_t head_bytes;                  /* norm.weight + hc_head_* + head.weight */
+    double embed_cost;                    /* embedding lookup (stage 0) */
+    double head_cost;                     /* final norm + hc_head + head (last stage) */
+    double cost_max;                      /* the most expensive stage */
+    double cost_mean;                     /* total / pp */
+    double cost_item_max;       /* the most expensive partition item: a main block, with the
+                                   embed folded into block 0 and the head and MTP blocks into
+                                   the last; cost_max <= cost_mean + cost_item_max holds */
+    uint64_t max_pos;           /* max_position_embeddings */
+    uint64_t min_context;       /* resolved cluster->min_context */
+    uint64_t ref_context;       /* resolved cluster->ref_context */
+    int batch[HD_PLAN_N_BATCH]; /* 1, 8, 64 */
     uint64_t max_context[HD_PLAN_N_BATCH]; /* what every column holds: the minimum over all
                                               workers (a column's sequences need KV in
                                               each stage) */
-    hd_plan_comm_t comm;         /* communication estimate */
-    hd_plan_stage_t *stages;     /* pp entries */
-    hd_plan_worker_t *workers;   /* pp * ep entries, row-major: [stage * ep + column] */
+    hd_plan_comm_t comm;                   /* communication estimate */
+    hd_plan_stage_t *stages;               /* pp entries */
+    hd_plan_worker_t *workers;             /* pp * ep entries, row-major: [stage * ep + column] */
 } hd_plan_t;
 
 /*
@@ -196,6 +196,19 @@ void hd_plan_cleanup(hd_plan_t *plan);
 static inline const hd_plan_worker_t *hd_plan_worker(const hd_plan_t *p, int stage, int column)
 {
     return &p->workers[stage * p->ep + column];
+}
+
+/*
+ * What worker @w hands the engine (hd_engine_params_t): main layers [stage layer_lo,
+ * layer_hi), load_mtp on the last stage, and this expert mask: @mask (@n_experts bytes) gets 1
+ * for the experts the worker owns, 0 for the others.
+ */
+static inline void hd_plan_worker_expert_mask(const hd_plan_worker_t *w, int n_experts,
+                                              uint8_t *mask)
+{
+    for (int x = 0; x < n_experts; x++) {
+        mask[x] = x >= w->expert_lo && x < w->expert_hi;
+    }
 }
 
 /* "SWA", "CSA" or "HCA" for a compress ratio (0, 4, other). */

@@ -5,11 +5,13 @@
  * bound), the Pro/Flash/tiny placements, grid choice, refusals and the JSON form.
  */
 #include "hadal/config.h"
+#include "hadal/engine.h"
 #include "hadal/inventory.h"
 #include "hadal/json.h"
 #include "hadal/kv_size.h"
 #include "hadal/plan.h"
 #include "hd_test.h"
+#include "model_testutil.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -151,19 +153,18 @@ static void check_plan(const hd_model_config_t *c, const hd_cluster_t *cl, const
         HD_CHECK_INT_EQ(w->reserve, cl->reserve);
         HD_CHECK_TRUE(fixed + w->kv_min_seq <= cl->dev_mem);
         HD_CHECK_INT_EQ(w->kv_budget, cl->dev_mem - fixed);
-        HD_CHECK_INT_EQ(w->kv_min_seq, kv_range(c, sg->layer_lo, hi, p->min_context,
-                                                cl->kv_format));
+        HD_CHECK_INT_EQ(w->kv_min_seq,
+                        kv_range(c, sg->layer_lo, hi, p->min_context, cl->kv_format));
         if (check_inventory) {
             HD_CHECK_INT_EQ(w->weights, inv_worker_bytes(c, p, w));
         }
         for (int i = 0; i < HD_PLAN_N_BATCH; i++) {
             uint64_t L = w->max_context[i], bt = (uint64_t)p->batch[i];
             HD_CHECK_TRUE(L <= p->max_pos);
-            HD_CHECK_TRUE(L == 0 || bt * kv_range(c, sg->layer_lo, hi, L, cl->kv_format) <=
-                                        w->kv_budget);
+            HD_CHECK_TRUE(L == 0 ||
+                          bt * kv_range(c, sg->layer_lo, hi, L, cl->kv_format) <= w->kv_budget);
             HD_CHECK_TRUE(L == p->max_pos ||
-                          bt * kv_range(c, sg->layer_lo, hi, L + 1, cl->kv_format) >
-                              w->kv_budget);
+                          bt * kv_range(c, sg->layer_lo, hi, L + 1, cl->kv_format) > w->kv_budget);
             HD_CHECK_TRUE(p->max_context[i] <= L);
             if (i > 0) {
                 HD_CHECK_TRUE(w->max_context[i] <= w->max_context[i - 1]);
@@ -190,8 +191,19 @@ HD_TEST(parse_bytes)
     HD_CHECK_TRUE(hd_plan_parse_bytes("4096", &v) == HD_OK && v == 4096);
     HD_CHECK_TRUE(hd_plan_parse_bytes("18446744073709551615", &v) == HD_OK &&
                   v == 18446744073709551615ull);
-    const char *bad[] = {"", "GiB", "-1GiB", "80XB", "80GiB junk", "80 GiB", "1.5B",
-                         "1.0001KB", "18446744073709551616", "16777216TiB", "1e3", ".", "1..5GB",
+    const char *bad[] = {"",
+                         "GiB",
+                         "-1GiB",
+                         "80XB",
+                         "80GiB junk",
+                         "80 GiB",
+                         "1.5B",
+                         "1.0001KB",
+                         "18446744073709551616",
+                         "16777216TiB",
+                         "1e3",
+                         ".",
+                         "1..5GB",
                          "0x10"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = 7;
@@ -257,8 +269,8 @@ HD_TEST(pro_4x8x80)
     HD_CHECK_TRUE(p.max_context[1] >= 524288);
     HD_CHECK_TRUE(p.max_context[2] >= 65536);
     /* the block bytes the plan reports are the inventory's */
-    HD_CHECK_INT_EQ(p.block_expert[10], 2 * (3072ull * 3584 + 3072ull * 224) +
-                                            7168ull * 1536 + 7168ull * 96);
+    HD_CHECK_INT_EQ(p.block_expert[10],
+                    2 * (3072ull * 3584 + 3072ull * 224) + 7168ull * 1536 + 7168ull * 96);
     HD_CHECK_INT_EQ(p.embed_bytes, 129280ull * 7168 * 2);
     /* pure: the same inputs give the same plan */
     {
@@ -422,6 +434,50 @@ HD_TEST(tiny_a_cpu_2x2)
     }
 }
 
+/* Every worker of a plan loads in the engine: its layers, its experts, MTP on the last stage. */
+HD_TEST(engine_loads_plan)
+{
+    hd_model_config_t c;
+    hd_cluster_t cl;
+    hd_plan_t p;
+    char dir[1200], err[1024];
+    hd_config_preset("tiny-a", &c);
+    HD_CHECK_INT_EQ(tu_checkpoint("tiny-a", 7, dir, sizeof(dir)), 0);
+    cpu_cluster(&cl, 6, 1 * GIB_U);
+    cl.ep = 3;
+    HD_CHECK_INT_EQ(hd_plan_make(&c, &cl, &p, err, sizeof(err)), HD_OK);
+    if (p.stages == NULL) {
+        HD_CHECK_MSG(0, "%s", err);
+        return;
+    }
+    HD_CHECK_INT_EQ(p.pp, 2);
+    for (int r = 0; r < p.n_workers; r++) {
+        const hd_plan_worker_t *w = &p.workers[r];
+        const hd_plan_stage_t *sg = &p.stages[w->stage];
+        uint8_t mask[64];
+        hd_engine_h e = NULL;
+        char eerr[512] = "";
+        hd_plan_worker_expert_mask(w, c.n_routed_experts, mask);
+        hd_engine_params_t ep = {.model_path = dir,
+                                 .n_threads = 1,
+                                 .layer_lo = sg->layer_lo,
+                                 .layer_hi = sg->layer_hi,
+                                 .load_mtp = sg->has_head,
+                                 .expert_mask = mask,
+                                 .err = eerr,
+                                 .err_len = sizeof(eerr)};
+        HD_CHECK_MSG(hd_engine_create(&ep, &e) == HD_OK, "worker %d: %s", r, eerr);
+        if (e != NULL) {
+            HD_CHECK_TRUE(hd_engine_last_stage(e) == sg->has_head);
+            hd_engine_destroy(e);
+        }
+        for (int x = 0; x < c.n_routed_experts; x++) {
+            HD_CHECK_TRUE(mask[x] == (x / 3 == w->column)); /* ceil(8 / 3) = 3 */
+        }
+    }
+    hd_plan_cleanup(&p);
+}
+
 /* The stage split is the exact minimax optimum: compare with every split of tiny configs. */
 HD_TEST(balance_optimal)
 {
@@ -473,8 +529,8 @@ HD_TEST(balance_optimal)
                     }
                 }
             }
-            HD_CHECK_MSG(p.cost_max <= best * (1 + 1e-12), "%s pp %d: %g vs optimum %g",
-                         presets[k], pp, p.cost_max, best);
+            HD_CHECK_MSG(p.cost_max <= best * (1 + 1e-12), "%s pp %d: %g vs optimum %g", presets[k],
+                         pp, p.cost_max, best);
             hd_plan_cleanup(&p);
         }
     }
@@ -550,8 +606,7 @@ HD_TEST(grid_fallback)
     cl.pp = 0;
     cl.dev_mem = 8 * GIB_U;
     HD_CHECK_INT_EQ(hd_plan_make(&c, &cl, &p, err, sizeof(err)), HD_ERR_NO_MEMORY);
-    HD_CHECK_MSG(strstr(err, "no grid fits") != NULL && strstr(err, "closest") != NULL, "%s",
-                 err);
+    HD_CHECK_MSG(strstr(err, "no grid fits") != NULL && strstr(err, "closest") != NULL, "%s", err);
 }
 
 HD_TEST(kv_format_and_min_context)
