@@ -610,18 +610,20 @@ static hd_status_t plan_grid(const hd_model_config_t *c, const hd_cluster_t *cl,
                                                      w->kv_budget, plan_batches[i], p->max_pos);
             }
             if (need > cl->dev_mem && need - cl->dev_mem > worst) {
+                double u = need >= (16ull << 30) ? GIB : 1024.0 * 1024.0; /* GiB or MiB */
+                const char *un = u == GIB ? "GiB" : "MiB";
                 worst = need - cl->dev_mem;
                 snprintf(why, why_len,
                          "%s stage %d column %d (node %d %s %d, layers %d..%d%s, experts %d..%d) "
-                         "needs %.2f GiB (weights %.2f, buffers %.2f, reserve %.2f, KV of one "
-                         "%llu-token sequence %.3f) but has %.2f GiB: short by %.2f GiB "
+                         "needs %.2f %s (weights %.2f, buffers %.2f, reserve %.2f, KV of one "
+                         "%llu-token sequence %.3f) but has %.2f %s: short by %.2f %s "
                          "(%llu bytes)",
                          cl->kind == HD_CLUSTER_CPU ? "cpu worker" : "worker", s, col, w->node,
                          cl->kind == HD_CLUSTER_CPU ? "worker" : "gpu", w->device, sg->layer_lo,
                          sg->layer_hi - 1, hi_all > sg->layer_hi ? " + MTP" : "", w->expert_lo,
-                         w->expert_hi - 1, need / GIB, w->weights / GIB, bf.total / GIB,
-                         w->reserve / GIB, (unsigned long long)p->min_context, w->kv_min_seq / GIB,
-                         cl->dev_mem / GIB, (need - cl->dev_mem) / GIB,
+                         w->expert_hi - 1, need / u, un, w->weights / u, bf.total / u,
+                         w->reserve / u, (unsigned long long)p->min_context, w->kv_min_seq / u,
+                         cl->dev_mem / u, un, (need - cl->dev_mem) / u, un,
                          (unsigned long long)(need - cl->dev_mem));
             }
         }
@@ -706,6 +708,11 @@ static hd_status_t plan_check_cluster(const hd_cluster_t *cl, char *err, size_t 
         !(cl->flops_per_byte > 0.0) || !isfinite(cl->flops_per_byte)) {
         return plan_fail(err, err_len, HD_ERR_INVALID_PARAM,
                          "ref_batch, step_tokens, ref_context and flops_per_byte must be > 0");
+    }
+    if (cl->step_tokens > (1u << 24) || cl->ref_batch > (1 << 20) || cl->reserve > (1ull << 62)) {
+        return plan_fail(err, err_len, HD_ERR_INVALID_PARAM,
+                         "step_tokens (at most 2^24), ref_batch (2^20) or reserve (2^62 bytes) "
+                         "out of range");
     }
     if (cl->kv_format != HD_KV_FMT_PACKED && cl->kv_format != HD_KV_FMT_BF16) {
         return plan_fail(err, err_len, HD_ERR_INVALID_PARAM, "unknown KV format %d",
@@ -847,8 +854,8 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
                 snprintf(p.grid_why, sizeof(p.grid_why), "given (%s%s%s)", cl->pp > 0 ? "pp" : "",
                          cl->pp > 0 && cl->ep > 0 ? " and " : "", cl->ep > 0 ? "ep" : "");
             } else if (i == 0) {
-                snprintf(p.grid_why, sizeof(p.grid_why),
-                         "auto: one stage per node, experts over its %d %s", g,
+                snprintf(p.grid_why, sizeof(p.grid_why), "auto: %s, experts over its %d %s",
+                         cl->kind == HD_CLUSTER_CPU ? "one stage" : "one stage per node", g,
                          cl->kind == HD_CLUSTER_CPU ? "workers" : "GPUs");
             } else {
                 if (p.ep < g) {
@@ -888,8 +895,10 @@ hd_status_t hd_plan_make(const hd_model_config_t *cfg, const hd_cluster_t *cl, h
     plan_free_grid(&best_fail);
     if (n_cand > 1) {
         return plan_fail(err, err_len, HD_ERR_NO_MEMORY,
-                         "%s on %d x %d: no grid fits (tried %s); closest: PP x EP = %dx%d, %s",
-                         cfg->name, cl->nodes, g, tried, best_fail.pp, best_fail.ep, best_why);
+                         "%s on %d x %d %s: no grid fits (tried %s); closest: PP x EP = %dx%d, %s",
+                         cfg->name, cl->nodes, g,
+                         cl->kind == HD_CLUSTER_CPU ? "CPU workers" : "GPUs", tried, best_fail.pp,
+                         best_fail.ep, best_why);
     }
     return plan_fail(err, err_len, HD_ERR_NO_MEMORY, "%s does not fit PP x EP = %dx%d: %s",
                      cfg->name, best_fail.pp, best_fail.ep, best_why);

@@ -109,11 +109,11 @@ static void plan_print(const hd_plan_t *p)
     const char *un = u == GIB ? "GiB" : "MiB";
 
     if (cpu) {
-        printf("plan: %s on %d CPU worker processes of %.2f GiB (%d workers)\n", p->model,
-               cl->devs_per_node, cl->dev_mem / GIB, p->n_workers);
+        printf("plan: %s on %d CPU worker processes of %.2f %s (%d workers)\n", p->model,
+               cl->devs_per_node, cl->dev_mem / u, un, p->n_workers);
     } else {
-        printf("plan: %s on %d node%s x %d GPUs of %.2f GiB (%d workers)\n", p->model, cl->nodes,
-               cl->nodes > 1 ? "s" : "", cl->devs_per_node, cl->dev_mem / GIB, p->n_workers);
+        printf("plan: %s on %d node%s x %d GPUs of %.2f %s (%d workers)\n", p->model, cl->nodes,
+               cl->nodes > 1 ? "s" : "", cl->devs_per_node, cl->dev_mem / u, un, p->n_workers);
     }
     printf("grid: PP %d x EP %d - %s%s\n", p->pp, p->ep, p->grid_why,
            p->ep_cross_node ? " [rows span nodes]" : "");

@@ -697,6 +697,12 @@ HD_TEST(bad_inputs)
     cl.ref_batch = 0;
     expect_invalid(&a, &cl, "must be > 0");
     cpu_cluster(&cl, 2, GIB_U);
+    cl.step_tokens = 1ull << 40;
+    expect_invalid(&a, &cl, "out of range");
+    cpu_cluster(&cl, 2, GIB_U);
+    cl.reserve = UINT64_MAX;
+    expect_invalid(&a, &cl, "out of range");
+    cpu_cluster(&cl, 2, GIB_U);
     cl.inter_bw = 0.0;
     expect_invalid(&a, &cl, "bandwidths");
     cpu_cluster(&cl, 2, GIB_U);
