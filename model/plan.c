@@ -605,6 +605,7 @@ static hd_status_t plan_grid(const hd_model_config_t *c, const hd_cluster_t *cl,
             kv_fixed = w->weights + bf.total + w->reserve;
             need = kv_fixed + w->kv_min_seq;
             w->kv_budget = cl->dev_mem > kv_fixed ? cl->dev_mem - kv_fixed : 0;
+            w->max_seqs = w->kv_budget / (w->kv_min_seq > 0 ? w->kv_min_seq : 1);
             for (int i = 0; i < HD_PLAN_N_BATCH; i++) {
                 w->max_context[i] = plan_max_context(c, sg->layer_lo, hi_all, cl->kv_format,
                                                      w->kv_budget, plan_batches[i], p->max_pos);
@@ -627,6 +628,10 @@ static hd_status_t plan_grid(const hd_model_config_t *c, const hd_cluster_t *cl,
                          (unsigned long long)(need - cl->dev_mem));
             }
         }
+    }
+    p->max_seqs = UINT64_MAX;
+    for (int r = 0; r < pp * ep; r++) {
+        p->max_seqs = p->workers[r].max_seqs < p->max_seqs ? p->workers[r].max_seqs : p->max_seqs;
     }
     for (int i = 0; i < HD_PLAN_N_BATCH; i++) {
         p->batch[i] = plan_batches[i];
@@ -1011,12 +1016,14 @@ void hd_plan_write_json(const hd_plan_t *p, hd_buf_t *b)
             json_u64(b, "reserve", w->reserve, true);
             json_u64(b, "kv_budget", w->kv_budget, true);
             json_u64(b, "kv_min_seq", w->kv_min_seq, true);
+            json_u64(b, "max_seqs", w->max_seqs, true);
             json_contexts(b, w->max_context);
             hd_buf_puts(b, "}");
         }
         hd_buf_puts(b, "]}");
     }
     hd_buf_puts(b, "],");
+    json_u64(b, "max_seqs", p->max_seqs, true);
     json_contexts(b, p->max_context);
     hd_buf_puts(b, ",\"comm\":{");
     json_u64(b, "a2a_bytes", p->comm.a2a_bytes, true);

@@ -200,9 +200,10 @@ static void plan_print(const hd_plan_t *p)
     ctx_str(c1, sizeof(c1), p->max_context[0]);
     ctx_str(c8, sizeof(c8), p->max_context[1]);
     ctx_str(c64, sizeof(c64), p->max_context[2]);
-    printf("\nevery column holds: 1 sequence of %s tokens, 8 of %s, 64 of %s (max %llu; KV %s)\n",
-           c1, c8, c64, (unsigned long long)p->max_pos,
-           cl->kv_format == HD_KV_FMT_BF16 ? "bf16" : "packed");
+    printf("\nevery column holds: 1 sequence of %s tokens, 8 of %s, 64 of %s; %llu sequences of "
+           "%llu (max %llu; KV %s)\n",
+           c1, c8, c64, (unsigned long long)p->max_seqs, (unsigned long long)p->min_context,
+           (unsigned long long)p->max_pos, cl->kv_format == HD_KV_FMT_BF16 ? "bf16" : "packed");
     printf("comm per decode step (%d tokens per column): all-to-all %.2f MB per worker per MoE "
            "layer (%.0f%% leaves the node) %.1f us;",
            cl->ref_batch, p->comm.a2a_bytes / MB, 100.0 * p->comm.a2a_inter, p->comm.a2a_us);

@@ -109,6 +109,7 @@ typedef struct {
     uint64_t reserve;          /* runtime reserve (cluster->reserve) */
     uint64_t kv_budget;        /* dev_mem - weights - buffers - reserve */
     uint64_t kv_min_seq;       /* KV bytes of one min_context sequence in this stage */
+    uint64_t max_seqs;         /* min_context sequences the KV budget holds */
     uint64_t max_context[HD_PLAN_N_BATCH]; /* longest context of that many sequences that fits
                                               the KV budget (<= max_pos) */
 } hd_plan_worker_t;
@@ -166,6 +167,7 @@ typedef struct {
     uint64_t min_context;       /* resolved cluster->min_context */
     uint64_t ref_context;       /* resolved cluster->ref_context */
     int batch[HD_PLAN_N_BATCH]; /* 1, 8, 64 */
+    uint64_t max_seqs; /* min_context sequences every column holds (minimum over workers) */
     uint64_t max_context[HD_PLAN_N_BATCH]; /* what every column holds: the minimum over all
                                               workers (a column's sequences need KV in
                                               each stage) */

@@ -171,6 +171,10 @@ static void check_plan(const hd_model_config_t *c, const hd_cluster_t *cl, const
             }
         }
         HD_CHECK_TRUE(w->max_context[0] >= p->min_context);
+        HD_CHECK_TRUE(w->max_seqs >= 1);
+        HD_CHECK_TRUE(w->max_seqs * w->kv_min_seq <= w->kv_budget);
+        HD_CHECK_TRUE((w->max_seqs + 1) * w->kv_min_seq > w->kv_budget);
+        HD_CHECK_TRUE(p->max_seqs <= w->max_seqs);
     }
     HD_CHECK_INT_EQ(p->batch[0], 1);
     HD_CHECK_INT_EQ(p->batch[1], 8);
@@ -779,6 +783,9 @@ HD_TEST(json_output)
     HD_CHECK_TRUE(hd_json_get_i64(hd_json_at(ctx, 2), "context", &v) &&
                   v == (int64_t)p.max_context[2]);
     HD_CHECK_TRUE(hd_json_get_i64(hd_json_get(root, "comm"), "pp_inter", &v) && v == 3);
+    HD_CHECK_TRUE(hd_json_get_i64(root, "max_seqs", &v) && v == (int64_t)p.max_seqs);
+    HD_CHECK_TRUE(hd_json_get_i64(w, "max_seqs", &v) &&
+                  v == (int64_t)hd_plan_worker(&p, 3, 7)->max_seqs);
     hd_json_free(root);
 out:
     hd_buf_cleanup(&b);
