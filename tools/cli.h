@@ -5,6 +5,11 @@
 #ifndef HADAL_TOOLS_CLI_H
 #define HADAL_TOOLS_CLI_H
 
+#include "hadal/sampling.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
 int hd_cli_run(int argc, char **argv);          /* cli_run.c: generate from prompt ids */
 int hd_cli_gen_model(int argc, char **argv);    /* cli_gen.c: write a random checkpoint */
 int hd_cli_info(int argc, char **argv);         /* cli_info.c: config, presets, KV bytes */
@@ -13,5 +18,24 @@ int hd_cli_bench(int argc, char **argv);        /* cli_bench.c: benchmarks */
 int hd_cli_tokenize(int argc, char **argv);     /* cli_tok.c: text -> ids */
 int hd_cli_detokenize(int argc, char **argv);   /* cli_tok.c: ids -> text */
 int hd_cli_chat_template(int argc, char **argv); /* cli_tok.c: messages JSON -> prompt */
+int hd_cli_serve(int argc, char **argv);        /* cli_serve.c: coordinator + local workers */
+int hd_cli_coordinator(int argc, char **argv);  /* cli_serve.c: coordinator alone */
+int hd_cli_worker(int argc, char **argv);       /* cli_serve.c: one worker process */
+
+/* `hadal run --pp P --ep E`: the prompt on a local process grid (cli_serve.c). */
+typedef struct {
+    const char *model;
+    const int32_t *ids;
+    int64_t n_ids;
+    long max_tokens;
+    hd_sampling_params_t sampling;
+    int numerics;          /* hd_numerics_t */
+    int threads;           /* per worker; 0 = CPUs / workers */
+    long chunk;            /* prefill chunk; 0 = default */
+    bool ignore_eos;
+    int pp, ep;
+    const char *transport; /* NULL = tcp */
+} hd_cli_run_grid_t;
+int hd_cli_run_grid(const hd_cli_run_grid_t *args);
 
 #endif /* HADAL_TOOLS_CLI_H */

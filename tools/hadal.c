@@ -21,6 +21,9 @@ static const struct {
     {"tokenize", hd_cli_tokenize, "text on stdin -> token ids on stdout"},
     {"detokenize", hd_cli_detokenize, "token ids on stdin -> text on stdout"},
     {"chat-template", hd_cli_chat_template, "print the prompt for a JSON messages file"},
+    {"serve", hd_cli_serve, "coordinator + P x E local worker processes (default: tiny model)"},
+    {"coordinator", hd_cli_coordinator, "coordinator whose workers join it (hadal-coordinator)"},
+    {"worker", hd_cli_worker, "a worker process joining a coordinator (hadal-worker)"},
 };
 
 static void usage(FILE *f)
@@ -36,6 +39,14 @@ int main(int argc, char **argv)
 {
     hd_log_init("hadal", -1);
     hd_alloc_init();
+    /* installed as hadal-worker / hadal-coordinator: the name is the command */
+    const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    for (size_t i = 0; strncmp(base, "hadal-", 6) == 0 && i < sizeof(commands) / sizeof(commands[0]);
+         i++) {
+        if (strcmp(base + 6, commands[i].name) == 0) {
+            return commands[i].fn(argc, argv);
+        }
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

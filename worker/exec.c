@@ -186,3 +186,12 @@ out:
     hd_free(logits);
     return st;
 }
+
+size_t hd_wexec_kv_bytes(hd_wexec_h w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->n_seqs; i++) {
+        n += hd_seq_kv_bytes(w->seqs[i].seq);
+    }
+    return n;
+}

@@ -38,6 +38,40 @@ int hd_grid_expert_owner(int n_experts, int ep, int expert);
 /* Layers [lo, hi) of @stage when @pp stages split the model evenly by count. */
 void hd_grid_layer_range(const hd_model_config_t *cfg, int pp, int stage, int *lo, int *hi);
 
+/* Bytes of KV state held by this executor's sequences. */
+size_t hd_wexec_kv_bytes(hd_wexec_h w);
+
+/* ---- the worker process (`hadal worker`, worker/worker_main.c) ---- */
+/*
+ * A worker joins a coordinator over one TCP control connection (hadal/proto.h frames):
+ * Hello, Register, then Placements (its grid cell, model and address table, with an epoch),
+ * StepBatches (every step goes to every worker) and Heartbeats both ways. Its data plane
+ * (hadal/net.h) carries residual streams down its column and its stage row's MoE exchange.
+ * See docs/CLUSTER.md for the messages of a step and what happens on failures.
+ */
+typedef struct {
+    const char *coordinator;  /* "host:port" of the coordinator's control port */
+    const char *name;         /* (optional) worker name; NULL = "host:pid" */
+    int requested_rank;       /* grid rank wanted, -1 = any (mpirun rank, StatefulSet ordinal) */
+    int n_threads;            /* kernel threads; 0 = all online CPUs */
+    int heartbeat_ms;         /* heartbeat period; 0 = 500 */
+    int data_timeout_ms;      /* longest wait for a peer's streams or exchange; 0 = 10000 */
+    int connect_timeout_ms;   /* keep trying to reach the coordinator this long; 0 = 30000 */
+    int coordinator_timeout_ms; /* silence from the coordinator that counts as lost; 0 = 15000 */
+    bool exit_on_disconnect;  /* leave when the coordinator goes away (else rejoin) */
+    const char *bind_host;    /* data-plane listen address; NULL = this end of the control
+                                 connection (reachable by whoever reached the coordinator) */
+    const volatile int *stop; /* (optional) leave when it becomes non-zero */
+} hd_worker_params_t;
+
+/*
+ * Run a worker until the coordinator tells it to exit, *@stop is set, or (with
+ * exit_on_disconnect) the coordinator is lost. HD_OK on an orderly exit; HD_ERR_REMOTE when
+ * the coordinator could not be reached or went away; HD_ERR_PROTO when it refused us.
+ * Blocks the calling thread; runs a heartbeat thread of its own.
+ */
+hd_status_t hd_worker_run(const hd_worker_params_t *params);
+
 /* ---- an in-process grid: PP x EP executors over one checkpoint ---- */
 typedef struct hd_local_grid *hd_local_grid_h;
 typedef struct {
