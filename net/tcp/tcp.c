@@ -141,6 +141,7 @@ static void tcp_sock_tune(int fd)
 {
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* socket buffers stay autotuned: fixed 4 MiB buffers measured no faster on loopback */
 }
 
 /* ---- request queues ---- */

@@ -56,6 +56,7 @@ struct ucx_ctx {
     size_t blob_len;
     ucx_peer_t *peers;  /* [n_ranks] */
     bool need_reap;
+    bool peer_failure;  /* endpoints in UCP_ERR_HANDLING_MODE_PEER */
 };
 
 static hd_status_t ucx_status(ucs_status_t s)
@@ -191,6 +192,7 @@ static hd_status_t ucx_init(const hd_net_params_t *params, void **ctx_p)
     }
     c->rank = params->rank;
     c->n_ranks = params->n_ranks;
+    c->peer_failure = (params->required_caps & HD_NET_CAP_PEER_FAILURE) != 0;
     c->peers = hd_calloc((size_t)c->n_ranks, sizeof(*c->peers), "ucx peers");
     if (c->peers == NULL) {
         status = HD_ERR_NO_MEMORY;
@@ -324,7 +326,9 @@ static hd_status_t ucx_ep_connect(void *ctx, int peer, const void *blob, size_t 
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.address = (const ucp_address_t *)(b + UCX_BLOB_HDR);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    /* peer mode rules out UCX 1.13's shared-memory transports ("no peer failure handler"):
+     * only when the caller asked for it; otherwise errors still reach ucx_err_cb */
+    ep.err_mode = c->peer_failure ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
     ep.err_handler.cb = ucx_err_cb;
     ep.err_handler.arg = p;
     ucs_status_t us = ucp_ep_create(c->worker, &ep, &p->ep);

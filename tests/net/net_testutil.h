@@ -95,10 +95,12 @@ static inline int tu_barrier(tu_oob_t *oob)
     return tu_allgather(oob, &one, 1, all, 1, lens);
 }
 
-/* Open @transport for this rank and connect it to every other rank. */
-static inline hd_status_t tu_net_open(tu_oob_t *oob, const char *transport, hd_net_h *net_p)
+/* Open @transport (needing @caps) for this rank and connect it to every other rank. */
+static inline hd_status_t tu_net_open_caps(tu_oob_t *oob, const char *transport, uint32_t caps,
+                                           hd_net_h *net_p)
 {
-    hd_net_params_t params = {.transport = transport, .rank = oob->rank, .n_ranks = oob->n};
+    hd_net_params_t params = {.transport = transport, .rank = oob->rank, .n_ranks = oob->n,
+                              .required_caps = caps};
     hd_net_h net;
     const void *blob;
     size_t len;
@@ -129,6 +131,11 @@ static inline hd_status_t tu_net_open(tu_oob_t *oob, const char *transport, hd_n
     }
     *net_p = net;
     return HD_OK;
+}
+
+static inline hd_status_t tu_net_open(tu_oob_t *oob, const char *transport, hd_net_h *net_p)
+{
+    return tu_net_open_caps(oob, transport, 0, net_p);
 }
 
 typedef void (*tu_child_func_t)(tu_oob_t *oob, void *arg);

@@ -363,7 +363,7 @@ HD_TEST(ucx_truncation_and_deadline) { run_trunc("ucx"); }
 static void child_death(tu_oob_t *oob, void *arg)
 {
     hd_net_h net;
-    hd_status_t st = tu_net_open(oob, cur_transport, &net);
+    hd_status_t st = tu_net_open_caps(oob, cur_transport, *(const uint32_t *)arg, &net);
     HD_CHECK_INT_EQ(st, HD_OK);
     if (st != HD_OK) {
         return;
@@ -378,13 +378,13 @@ static void child_death(tu_oob_t *oob, void *arg)
     }
     /* a receive pending when the peer dies, and sends after it */
     int64_t t0 = tu_now_ms();
-    st = hd_net_recv_sync(net, 1, 2, &v, sizeof(v), &len, 6000);
+    st = hd_net_recv_sync(net, 1, 2, &v, sizeof(v), &len, 2000);
     int64_t dt = tu_now_ms() - t0;
     HD_CHECK_MSG(st == HD_ERR_REMOTE || st == HD_ERR_TIMEOUT, "recv from a dead peer: %s",
                  hd_status_string(st));
-    if (strcmp(cur_transport, "tcp") == 0) {
-        HD_CHECK_INT_EQ(st, HD_ERR_REMOTE); /* tcp sees the close at once */
-        HD_CHECK_MSG(dt < 3000, "noticed after %lld ms", (long long)dt);
+    if (strcmp(cur_transport, "tcp") == 0 || *(const uint32_t *)arg != 0) {
+        HD_CHECK_INT_EQ(st, HD_ERR_REMOTE); /* a closed socket / UCX peer mode report it */
+        HD_CHECK_MSG(dt < 1500, "noticed after %lld ms", (long long)dt);
     }
     static uint8_t blk[1 << 20];
     hd_status_t sst = HD_OK;
@@ -395,17 +395,20 @@ static void child_death(tu_oob_t *oob, void *arg)
     hd_net_destroy(net);
 }
 
-static void run_death(const char *t)
+static void run_death(const char *t, uint32_t caps)
 {
     if (suite_skip(t)) {
         return;
     }
     cur_transport = t;
-    HD_CHECK_INT_EQ(tu_spawn(2, 25000, child_death, NULL), 0);
+    HD_CHECK_INT_EQ(tu_spawn(2, 25000, child_death, &caps), 0);
 }
 
-HD_TEST(tcp_peer_death) { run_death("tcp"); }
-HD_TEST(ucx_peer_death) { run_death("ucx"); }
+HD_TEST(tcp_peer_death) { run_death("tcp", 0); }
+/* default endpoints (shared memory allowed): an error or the deadline, never a hang */
+HD_TEST(ucx_peer_death) { run_death("ucx", 0); }
+/* peer error handling asked for: UCX fails the requests itself */
+HD_TEST(ucx_peer_death_peer_mode) { run_death("ucx", HD_NET_CAP_PEER_FAILURE); }
 
 /* ---- registry ---- */
 
