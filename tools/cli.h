@@ -15,6 +15,7 @@ int hd_cli_gen_model(int argc, char **argv);    /* cli_gen.c: write a random che
 int hd_cli_info(int argc, char **argv);         /* cli_info.c: config, presets, KV bytes */
 int hd_cli_plan(int argc, char **argv);         /* cli_plan.c: placement on a cluster */
 int hd_cli_bench(int argc, char **argv);        /* cli_bench.c: benchmarks */
+int hd_cli_bench_alltoall(int argc, char **argv); /* cli_bench_net.c: MoE all-to-all */
 int hd_cli_tokenize(int argc, char **argv);     /* cli_tok.c: text -> ids */
 int hd_cli_detokenize(int argc, char **argv);   /* cli_tok.c: ids -> text */
 int hd_cli_chat_template(int argc, char **argv); /* cli_tok.c: messages JSON -> prompt */

@@ -886,6 +886,7 @@ int hd_cli_bench(int argc, char **argv)
         {"gemm", bench_gemm, "one matmul kernel against peak FLOP/s and bandwidth"},
         {"decode", bench_decode, "engine decode tokens/s against memory bandwidth"},
         {"prefill", bench_prefill, "engine prefill tokens/s against peak FLOP/s"},
+        {"alltoall", hd_cli_bench_alltoall, "MoE dispatch+combine per transport against MPI"},
     };
     size_t n = sizeof(subs) / sizeof(subs[0]);
     if (argc >= 2) {
