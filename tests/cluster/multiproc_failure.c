@@ -1,0 +1,345 @@
+/*
+ * multiproc_failure.c - failures with real worker processes: a worker killed with SIGKILL or
+ * stopped with SIGSTOP mid-generation (the running requests end with a retryable error within
+ * 5 s, the supervisor restarts the worker, it re-registers, the grid is re-placed under a new
+ * epoch and queued and new requests get exactly the single-engine tokens); workers started by
+ * hand that join, die and are replaced; garbage, truncated frames, a wrong protocol version
+ * and unknown workers on the control port are refused without disturbing the grid.
+ */
+#include "cluster_testutil.h"
+#include "hadal/proto.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#define NREF 4
+
+static ct_req_t refs[NREF]; /* short requests with known tokens */
+static char model_dir[1200];
+
+static void prepare(void)
+{
+    static bool done;
+    if (done) {
+        return;
+    }
+    HD_CHECK_INT_EQ(tu_checkpoint("tiny-a", 7, model_dir, sizeof(model_dir)), 0);
+    hd_engine_h full = ct_open_full(model_dir);
+    if (full == NULL) {
+        return;
+    }
+    ct_setup(full, refs, NREF, false);
+    hd_engine_destroy(full);
+    done = true;
+}
+
+/* Long greedy requests that are still generating when a worker goes away. */
+static void long_requests(ct_req_t *longs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&longs[i], 0, sizeof(longs[i]));
+        longs[i].n_prompt = 8 + i;
+        longs[i].max_tokens = 240;
+        longs[i].stop = -1;
+        for (int j = 0; j < longs[i].n_prompt; j++) {
+            longs[i].prompt[j] = 11 + 7 * j + i;
+        }
+    }
+}
+
+static int ct_tokens_seen(ct_req_t *r)
+{
+    pthread_mutex_lock(&ct_lock);
+    int n = r->n_got;
+    pthread_mutex_unlock(&ct_lock);
+    return n;
+}
+
+/* The reference requests on @c give the single-engine tokens. */
+static void check_refs(hd_cluster_h c, const char *when)
+{
+    for (int i = 0; i < NREF; i++) {
+        HD_CHECK_INT_EQ(ct_submit(c, &refs[i]), HD_OK);
+    }
+    HD_CHECK_MSG(ct_wait_all(refs, NREF, 60), "%s: requests did not finish", when);
+    pthread_mutex_lock(&ct_lock);
+    for (int i = 0; i < NREF; i++) {
+        ct_req_t *r = &refs[i];
+        HD_CHECK_MSG(r->finish == HD_FINISH_LENGTH && r->n_got == r->n_ref &&
+                         memcmp(r->got, r->ref, sizeof(int32_t) * (size_t)r->n_ref) == 0,
+                     "%s: request %d finish %d (%s), %d tokens vs %d", when, i, r->finish, r->why,
+                     r->n_got, r->n_ref);
+    }
+    pthread_mutex_unlock(&ct_lock);
+}
+
+/* Kill (or stop) the worker of @rank mid-generation and watch the grid recover. */
+static void lose_worker(int pp, int ep, int rank, int sig)
+{
+    ct_grid_t g = {.pp = pp, .ep = ep, .dir = model_dir};
+    ct_req_t longs[3], queued;
+    prepare();
+    hd_cluster_h c = ct_cluster(&g);
+    if (c == NULL) {
+        return;
+    }
+    check_refs(c, "before");
+    long_requests(longs, 3);
+    for (int i = 0; i < 3; i++) {
+        HD_CHECK_INT_EQ(ct_submit(c, &longs[i]), HD_OK);
+    }
+    double t0 = ct_now();
+    while (ct_tokens_seen(&longs[0]) < 3 && ct_now() - t0 < 30) {
+        usleep(1000);
+    }
+    pid_t victim = hd_cluster_worker_pid(c, rank);
+    HD_CHECK_TRUE(victim > 0);
+    HD_CHECK_MSG(ct_tokens_seen(&longs[0]) < 200, "requests ended before the failure");
+    double t_kill = ct_now();
+    kill(victim, sig);
+    /* every running request ends, with a reason that says it may be retried */
+    HD_CHECK_MSG(ct_wait_all(longs, 3, 5.0), "running requests not failed within 5 s");
+    double t_fail = ct_now() - t_kill;
+    pthread_mutex_lock(&ct_lock);
+    for (int i = 0; i < 3; i++) {
+        HD_CHECK_MSG(longs[i].finish == HD_FINISH_ERROR, "request %d finish %d", i,
+                     longs[i].finish);
+        HD_CHECK_MSG(strstr(longs[i].why, "retr") != NULL && strstr(longs[i].why, "rank") != NULL,
+                     "why: %s", longs[i].why);
+    }
+    pthread_mutex_unlock(&ct_lock);
+    /* a request submitted during the outage waits and is served after re-placement */
+    queued = refs[1];
+    HD_CHECK_INT_EQ(ct_submit(c, &queued), HD_OK);
+    HD_CHECK_MSG(ct_wait_all(&queued, 1, 60), "queued request not served after recovery");
+    pthread_mutex_lock(&ct_lock);
+    HD_CHECK_MSG(queued.finish == HD_FINISH_LENGTH && queued.n_got == queued.n_ref &&
+                     memcmp(queued.got, queued.ref, sizeof(int32_t) * (size_t)queued.n_ref) == 0,
+                 "queued request: finish %d (%s)", queued.finish, queued.why);
+    pthread_mutex_unlock(&ct_lock);
+    double t_back = ct_now() - t_kill;
+    hd_cluster_stats_t s;
+    hd_cluster_stats(c, &s);
+    HD_CHECK_MSG(s.epoch >= 2, "epoch %llu", (unsigned long long)s.epoch);
+    HD_CHECK_TRUE(s.worker_failures >= 1);
+    pid_t again = hd_cluster_worker_pid(c, rank);
+    HD_CHECK_MSG(again > 0 && again != victim, "worker %d not restarted (pid %d, was %d)", rank,
+                 (int)again, (int)victim);
+    check_refs(c, "after");
+    HD_CHECK_MSG(ct_wait_stats(c, ct_pred_idle, 10), "workers still hold state after recovery");
+    printf("  %dx%d, signal %d to rank %d: requests failed after %.2f s, serving again after "
+           "%.2f s (epoch %llu)\n", pp, ep, sig, rank, t_fail, t_back,
+           (unsigned long long)s.epoch);
+    if (sig == SIGSTOP) {
+        kill(victim, SIGCONT); /* already killed by the coordinator; harmless */
+    }
+    hd_cluster_destroy(c);
+}
+
+HD_TEST(kill9_worker_fails_requests_and_grid_recovers)
+{
+    lose_worker(2, 2, 3, SIGKILL); /* last stage, column 1 */
+    lose_worker(2, 1, 0, SIGKILL); /* first stage of the only column */
+}
+
+HD_TEST(sigstop_hung_worker_detected_and_replaced)
+{
+    lose_worker(1, 2, 1, SIGSTOP);
+}
+
+/* ---- hand-started workers ---- */
+
+static pid_t spawn_worker(int port)
+{
+    char coord[64];
+    snprintf(coord, sizeof(coord), "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(ct_hadal(), ct_hadal(), "worker", "--coordinator", coord, "--threads", "1",
+              "--exit-on-disconnect", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void reap(pid_t pid)
+{
+    int st;
+    if (pid <= 0) {
+        return;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+}
+
+HD_TEST(hand_started_workers_join_and_are_replaced)
+{
+    char err[800] = "";
+    hd_cluster_h c = NULL;
+    pid_t w[3] = {-1, -1, -1};
+    prepare();
+    hd_cluster_params_t p = {.pp = 1, .ep = 2, .model_dir = model_dir, .max_running = 4,
+                             .max_waiting = 64, .step_tokens = 48, .prefill_chunk = 13,
+                             .max_context = 256, .err = err, .err_len = sizeof(err)};
+    HD_CHECK_MSG(hd_cluster_create(&p, &c) == HD_OK, "%s", err);
+    if (c == NULL) {
+        return;
+    }
+    HD_CHECK_INT_EQ(hd_cluster_wait_ready(c, 300), HD_ERR_TIMEOUT); /* nobody yet */
+    w[0] = spawn_worker(hd_cluster_port(c));
+    w[1] = spawn_worker(hd_cluster_port(c));
+    HD_CHECK_INT_EQ(hd_cluster_wait_ready(c, 30000), HD_OK);
+    check_refs(c, "hand-started");
+    reap(w[0]);
+    w[0] = -1;
+    w[2] = spawn_worker(hd_cluster_port(c)); /* a replacement joins the free cell */
+    double t0 = ct_now();
+    hd_cluster_stats_t s;
+    do {
+        usleep(20000);
+        hd_cluster_stats(c, &s);
+    } while ((s.epoch < 2 || !s.ready) && ct_now() - t0 < 30);
+    HD_CHECK_MSG(s.ready && s.epoch >= 2, "not re-placed: epoch %llu ready %d",
+                 (unsigned long long)s.epoch, (int)s.ready);
+    check_refs(c, "replacement");
+    hd_cluster_destroy(c); /* tells the workers to exit */
+    for (int i = 0; i < 3; i++) {
+        int st;
+        if (w[i] <= 0) {
+            continue;
+        }
+        double t1 = ct_now();
+        while (waitpid(w[i], &st, WNOHANG) == 0 && ct_now() - t1 < 5) {
+            usleep(10000);
+        }
+        HD_CHECK_MSG(kill(w[i], 0) != 0, "worker %d still running after the coordinator left",
+                     (int)w[i]);
+        reap(w[i]);
+    }
+}
+
+/* ---- bad input on the control port ---- */
+
+static int dial(int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The coordinator closes @fd within @ms (reading and discarding what it says first). */
+static bool closed_by_peer(int fd, int ms)
+{
+    double t0 = ct_now();
+    char buf[4096];
+    while (ct_now() - t0 < ms / 1000.0) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void send_msg(int fd, const hd_proto_msg_t *m)
+{
+    HD_CHECK_INT_EQ(hd_proto_fd_send(fd, m, 2000), HD_OK);
+}
+
+static int hello_as_worker(int port)
+{
+    char err[256];
+    int fd = dial(port);
+    HD_CHECK_TRUE(fd >= 0);
+    HD_CHECK_INT_EQ(hd_proto_handshake_client(fd, HD_PROTO_ROLE_WORKER, "test", 2000, err,
+                                              sizeof(err)), HD_OK);
+    return fd;
+}
+
+HD_TEST(bad_input_on_control_port_is_refused)
+{
+    ct_grid_t g = {.pp = 1, .ep = 2, .dir = model_dir};
+    prepare();
+    hd_cluster_h c = ct_cluster(&g);
+    if (c == NULL) {
+        return;
+    }
+    int port = hd_cluster_port(c);
+    /* 1. random garbage */
+    int fd = dial(port);
+    uint8_t junk[512];
+    for (size_t i = 0; i < sizeof(junk); i++) {
+        junk[i] = (uint8_t)(i * 131 + 17);
+    }
+    HD_CHECK_TRUE(write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "garbage: connection not closed");
+    close(fd);
+    /* 2. a frame header announcing a hello whose payload is not protobuf */
+    fd = dial(port);
+    uint8_t bad[6 + 8] = {8, 0, 0, 0, HD_PROTO_HELLO, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                          0xff};
+    HD_CHECK_TRUE(write(fd, bad, sizeof(bad)) == (ssize_t)sizeof(bad));
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "bad protobuf: connection not closed");
+    close(fd);
+    /* 3. a truncated frame, then silence: dropped after the hello deadline */
+    fd = dial(port);
+    HD_CHECK_TRUE(write(fd, bad, 9) == 9);
+    HD_CHECK_MSG(closed_by_peer(fd, 8000), "truncated frame: connection not closed");
+    close(fd);
+    /* 4. a newer major version: refused with a reason */
+    fd = dial(port);
+    hd_proto_msg_t m = {.type = HD_PROTO_HELLO};
+    hd_proto_hello_init(&m.hello, HD_PROTO_ROLE_WORKER, "future");
+    m.hello.major = HD_PROTO_VERSION_MAJOR + 1;
+    send_msg(fd, &m);
+    hd_proto_msg_t *r = NULL;
+    char err[256] = "";
+    HD_CHECK_INT_EQ(hd_proto_fd_recv(fd, NULL, 3000, &r, err, sizeof(err)), HD_OK);
+    if (r != NULL) {
+        HD_CHECK_INT_EQ(r->type, HD_PROTO_HELLO_REPLY);
+        HD_CHECK_TRUE(r->type == HD_PROTO_HELLO_REPLY && !r->hello_reply.accepted);
+        HD_CHECK_TRUE(r->type == HD_PROTO_HELLO_REPLY && r->hello_reply.reason &&
+                      strstr(r->hello_reply.reason, "protocol") != NULL);
+        hd_proto_msg_destroy(r);
+    }
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "wrong version: connection not closed");
+    close(fd);
+    /* 5. an unknown worker: asks for a rank outside the grid */
+    fd = hello_as_worker(port);
+    hd_proto_msg_t reg = {.type = HD_PROTO_REGISTER};
+    reg.reg = (hd_proto_register_t){.name = "intruder", .requested_rank = 99};
+    send_msg(fd, &reg);
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "unknown rank: connection not closed");
+    close(fd);
+    /* 6. a grid that is full has no cell for another worker */
+    fd = hello_as_worker(port);
+    reg.reg.requested_rank = -1;
+    send_msg(fd, &reg);
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "full grid: connection not closed");
+    close(fd);
+    /* 7. results signed by a rank the sender is not */
+    fd = hello_as_worker(port);
+    hd_proto_msg_t res = {.type = HD_PROTO_STEP_RESULT};
+    res.step_result = (hd_proto_step_result_t){.step_id = 1, .rank = 1};
+    send_msg(fd, &res);
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "forged result: connection not closed");
+    close(fd);
+    /* the grid never noticed */
+    check_refs(c, "after bad input");
+    hd_cluster_stats_t s;
+    hd_cluster_stats(c, &s);
+    HD_CHECK_INT_EQ(s.worker_failures, 0);
+    HD_CHECK_INT_EQ(s.epoch, 1);
+    HD_CHECK_TRUE(s.ready);
+    hd_cluster_destroy(c);
+}
