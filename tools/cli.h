@@ -36,7 +36,13 @@ typedef struct {
     bool ignore_eos;
     int pp, ep;
     const char *transport; /* NULL = tcp */
+    bool mpi;              /* launched by mpirun: rank 0 coordinates, the others work */
 } hd_cli_run_grid_t;
 int hd_cli_run_grid(const hd_cli_run_grid_t *args);
+
+/* MPI bootstrap (cli_mpi.c, or cli_mpi_stub.c without MPI: init fails with a message). */
+int hd_cli_mpi_init(int *rank_p, int *size_p);
+int hd_cli_mpi_bcast(char *buf, int len); /* rank 0's @len bytes to every rank */
+void hd_cli_mpi_finalize(void);
 
 #endif /* HADAL_TOOLS_CLI_H */

@@ -36,7 +36,8 @@ static void run_usage(FILE *f)
             "  --ignore-eos         keep generating after the end-of-sentence id\n"
             "  --mtp                also report how often the MTP draft predicted the next token\n"
             "  --pp P --ep E        run on a local grid of P x E worker processes (cluster)\n"
-            "  --transport T        their data plane: tcp (default), ucx, mpi\n");
+            "  --transport T        their data plane: tcp (default), ucx, mpi\n"
+            "  --mpi                under mpirun: rank 0 coordinates, ranks 1..N-1 are the grid\n");
 }
 
 static int run_parse_ids(const char *s, int32_t **ids_p, int64_t *n_p)
@@ -90,7 +91,7 @@ int hd_cli_run(int argc, char **argv)
         {"chunk", required_argument, 0, 'c'},       {"ignore-eos", no_argument, 0, 'e'},
         {"mtp", no_argument, 0, 'D'},               {"help", no_argument, 0, 'h'},
         {"pp", required_argument, 0, 'G'},          {"ep", required_argument, 0, 'X'},
-        {"transport", required_argument, 0, 'T'},
+        {"transport", required_argument, 0, 'T'},   {"mpi", no_argument, 0, 'I'},
         {0, 0, 0, 0}};
     hd_engine_params_t ep = {.numerics = HD_NUMERICS_OFFICIAL};
     hd_sampling_params_t sp = {.temperature = 0.0f, .top_p = 1.0f};
@@ -98,6 +99,7 @@ int hd_cli_run(int argc, char **argv)
     long max_tokens = 16, chunk = 0;
     int ignore_eos = 0, want_mtp = 0, opt, rc = 1, grid_pp = 0, grid_ep = 0;
     const char *transport = NULL;
+    bool grid_mpi = false;
     char err[512] = "";
     int32_t *ids = NULL;
     int64_t n_ids = 0;
@@ -124,6 +126,7 @@ int hd_cli_run(int argc, char **argv)
         case 'G': grid_pp = (int)strtol(optarg, NULL, 10); break;
         case 'X': grid_ep = (int)strtol(optarg, NULL, 10); break;
         case 'T': transport = optarg; break;
+        case 'I': grid_mpi = true; break;
         case 'u':
             if (strcmp(optarg, "plain") == 0) {
                 ep.numerics = HD_NUMERICS_PLAIN;
@@ -146,13 +149,16 @@ int hd_cli_run(int argc, char **argv)
         fprintf(stderr, "hadal run: --prompt-ids must be a comma-separated list of ids >= 0\n");
         return 2;
     }
-    if (grid_pp > 0 || grid_ep > 0) {
+    if (grid_pp > 0 || grid_ep > 0 || grid_mpi) {
         hd_cli_run_grid_t ga = {.model = ep.model_path, .ids = ids, .n_ids = n_ids,
                                 .max_tokens = max_tokens, .sampling = sp,
                                 .numerics = (int)ep.numerics, .threads = ep.n_threads,
                                 .chunk = chunk, .ignore_eos = ignore_eos != 0,
                                 .pp = grid_pp > 0 ? grid_pp : 1, .ep = grid_ep > 0 ? grid_ep : 1,
-                                .transport = transport};
+                                .transport = transport, .mpi = grid_mpi};
+        if (grid_mpi && grid_pp <= 0 && grid_ep <= 0) {
+            ga.pp = ga.ep = 0; /* 1 x (N-1) from mpirun -np N */
+        }
         rc = hd_cli_run_grid(&ga);
         hd_free(ids);
         return rc;

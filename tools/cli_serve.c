@@ -15,6 +15,7 @@
 #include "hadal/config.h"
 #include "hadal/gen.h"
 #include "hadal/log.h"
+#include "hadal/net.h"
 #include "hadal/worker.h"
 
 #include <errno.h>
@@ -126,7 +127,99 @@ typedef struct {
     int max_tokens;
     int ready_timeout_s;
     int max_running, step_tokens, prefill_chunk, max_in_flight;
+    bool mpi;              /* launched by mpirun */
+    bool grid_given;       /* --pp or --ep on the command line */
 } serve_opts_t;
+
+/* ---- mpirun: rank 0 coordinates, ranks 1..N-1 are grid ranks 0..N-2 ---- */
+
+static hd_net_h serve_mpi_net; /* rank 0's share of the mpi transport's world communicator */
+
+/*
+ * Start MPI and, on ranks > 0, run the worker of grid rank (MPI rank - 1) once rank 0 has
+ * broadcast its control address. True when this process was a worker (*@rc_p: exit code).
+ */
+static bool serve_mpi_worker(serve_opts_t *o, int *rc_p)
+{
+    int rank = 0, size = 0;
+    char addr[256] = "";
+    if (hd_cli_mpi_init(&rank, &size) != 0) {
+        *rc_p = 1;
+        return true;
+    }
+    if (!o->grid_given) {
+        o->pp = 1;
+        o->ep = size - 1;
+    }
+    if (size < 2 || o->pp * o->ep != size - 1) {
+        if (rank == 0) {
+            fprintf(stderr, "hadal: mpirun -np %d gives %d workers; the grid %dx%d needs %d "
+                    "(plus rank 0, the coordinator)\n", size, size - 1, o->pp, o->ep,
+                    o->pp * o->ep);
+        }
+        hd_cli_mpi_finalize();
+        *rc_p = 2;
+        return true;
+    }
+    if (rank == 0) {
+        return false;
+    }
+    if (hd_cli_mpi_bcast(addr, sizeof(addr)) != 0 || addr[0] == '\0') {
+        hd_cli_mpi_finalize();
+        *rc_p = 1; /* the coordinator could not start; it said why */
+        return true;
+    }
+    hd_log_init("worker", rank - 1);
+    hd_worker_params_t wp = {.coordinator = addr, .requested_rank = rank - 1,
+                             .n_threads = o->threads, .exit_on_disconnect = true,
+                             .stop = &serve_stop_int};
+    hd_status_t st = hd_worker_run(&wp);
+    hd_net_destroy(serve_mpi_net);
+    hd_cli_mpi_finalize();
+    *rc_p = st == HD_OK ? 0 : 1;
+    return true;
+}
+
+/* Rank 0, after the coordinator started (or failed: @c NULL): tell the workers where it is. */
+static int serve_mpi_publish(hd_cluster_h c, const char *host, const serve_opts_t *o)
+{
+    char addr[256] = "";
+    if (c != NULL) {
+        snprintf(addr, sizeof(addr), "%s:%d", host, hd_cluster_port(c));
+    }
+    if (hd_cli_mpi_bcast(addr, sizeof(addr)) != 0) {
+        return -1;
+    }
+    if (c != NULL && o->transport != NULL && strcmp(o->transport, "mpi") == 0) {
+        /* the transport's communicator is created collectively by every rank, us included */
+        hd_net_params_t np = {.transport = "mpi", .rank = -1, .n_ranks = 0};
+        if (hd_net_create(&np, &serve_mpi_net) != HD_OK) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void serve_mpi_done(void)
+{
+    hd_net_destroy(serve_mpi_net);
+    serve_mpi_net = NULL;
+    hd_cli_mpi_finalize();
+}
+
+static void serve_mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    }
+    mkdir(tmp, 0755);
+}
 
 /* The built-in model: tiny-a, seed 1, generated once into the cache directory. */
 static int serve_default_model(const char *cache, char *dir, size_t len)
@@ -141,12 +234,10 @@ static int serve_default_model(const char *cache, char *dir, size_t len)
         if (xdg != NULL && xdg[0] != '\0') {
             snprintf(base, sizeof(base), "%s/hadal", xdg);
         } else {
-            snprintf(base, sizeof(base), "%s/.cache", home ? home : "/tmp");
-            mkdir(base, 0755);
             snprintf(base, sizeof(base), "%s/.cache/hadal", home ? home : "/tmp");
         }
     }
-    mkdir(base, 0755);
+    serve_mkdirs(base);
     snprintf(dir, len, "%s/tiny-a-s1", base);
     snprintf(probe, sizeof(probe), "%s/model.safetensors.index.json", dir);
     if (stat(probe, &sb) == 0) {
@@ -183,11 +274,22 @@ static int serve_self_exe(char *buf, size_t len)
 static hd_status_t serve_start(const serve_opts_t *o, bool local, hd_cluster_h *c_p)
 {
     char model[PATH_MAX], exe[PATH_MAX], host[256] = "127.0.0.1", err[1024] = "";
+    char adv[256] = "127.0.0.1";
     int port = 0;
+    hd_status_t st = HD_ERR_IO;
+    if (o->mpi) {
+        /* workers on other nodes need a routable address (launcher environment) */
+        const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *ws = getenv("OMPI_COMM_WORLD_SIZE");
+        if (ls != NULL && ws != NULL && strcmp(ls, ws) != 0) {
+            snprintf(host, sizeof(host), "0.0.0.0");
+            gethostname(adv, sizeof(adv) - 1);
+        }
+        local = false;
+    }
     if (o->model != NULL) {
         snprintf(model, sizeof(model), "%s", o->model);
     } else if (serve_default_model(o->cache, model, sizeof(model)) != 0) {
-        return HD_ERR_IO;
+        goto fail;
     }
     if (o->listen != NULL) {
         const char *colon = strrchr(o->listen, ':');
@@ -197,10 +299,11 @@ static hd_status_t serve_start(const serve_opts_t *o, bool local, hd_cluster_h *
             snprintf(host, sizeof(host), "%.*s", (int)(colon - o->listen), o->listen);
             port = (int)strtol(colon + 1, NULL, 10);
         }
+        snprintf(adv, sizeof(adv), "%s", host);
     }
     if (local && serve_self_exe(exe, sizeof(exe)) != 0) {
         fprintf(stderr, "hadal: cannot find my own executable\n");
-        return HD_ERR_IO;
+        goto fail;
     }
     hd_cluster_params_t cp = {
         .pp = o->pp, .ep = o->ep, .model_dir = model, .numerics = o->numerics,
@@ -209,14 +312,26 @@ static hd_status_t serve_start(const serve_opts_t *o, bool local, hd_cluster_h *
         .no_restart = o->no_restart, .max_running = o->max_running,
         .step_tokens = o->step_tokens, .prefill_chunk = o->prefill_chunk,
         .max_in_flight = o->max_in_flight, .err = err, .err_len = sizeof(err)};
-    hd_status_t st = hd_cluster_create(&cp, c_p);
+    st = hd_cluster_create(&cp, c_p);
     if (st != HD_OK) {
         fprintf(stderr, "hadal: %s\n", err);
-        return st;
+        goto fail;
     }
     fprintf(stderr, "hadal: coordinator on %s:%d, grid %dx%d, model %s%s\n", host,
-            hd_cluster_port(*c_p), o->pp, o->ep, model, local ? "" : " (waiting for workers)");
+            hd_cluster_port(*c_p), o->pp, o->ep, model,
+            local ? "" : o->mpi ? " (mpirun ranks 1..N-1 work)" : " (waiting for workers)");
+    if (o->mpi && serve_mpi_publish(*c_p, adv, o) != 0) {
+        fprintf(stderr, "hadal: MPI bootstrap failed\n");
+        hd_cluster_destroy(*c_p);
+        *c_p = NULL;
+        return HD_ERR_IO;
+    }
     return HD_OK;
+fail:
+    if (o->mpi) {
+        (void)serve_mpi_publish(NULL, adv, o); /* the workers learn there is nothing to join */
+    }
+    return st;
 }
 
 /* ---- requests from stdin (serve --stdin) ---- */
@@ -348,6 +463,8 @@ static void serve_usage(FILE *f, const char *cmd)
             "                         'LINE: tokens [finish]' when each ends\n"
             "  --max-tokens N         tokens per stdin request (default 16)\n"
             "  --max-running N --step-tokens N --prefill-chunk N --in-flight N   scheduler\n"
+            "  --mpi                  under mpirun: rank 0 coordinates, ranks 1..N-1 are the\n"
+            "                         workers (grid default 1 x N-1; --transport mpi for data)\n"
             "%s",
             cmd,
             strcmp(cmd, "coordinator") == 0
@@ -366,14 +483,16 @@ static int serve_parse(int argc, char **argv, serve_opts_t *o, const char *cmd)
         {"max-tokens", required_argument, 0, 'n'}, {"max-running", required_argument, 0, 'r'},
         {"step-tokens", required_argument, 0, 's'}, {"prefill-chunk", required_argument, 0, 'k'},
         {"in-flight", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+        {"mpi", no_argument, 0, 'M'},
         {0, 0, 0, 0}};
     int opt;
     *o = (serve_opts_t){.pp = 1, .ep = 2, .max_tokens = 16, .ready_timeout_s = 600};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
-        case 'P': o->pp = (int)strtol(optarg, NULL, 10); break;
-        case 'E': o->ep = (int)strtol(optarg, NULL, 10); break;
+        case 'P': o->pp = (int)strtol(optarg, NULL, 10); o->grid_given = true; break;
+        case 'E': o->ep = (int)strtol(optarg, NULL, 10); o->grid_given = true; break;
+        case 'M': o->mpi = true; break;
         case 'm': o->model = optarg; break;
         case 'c': o->cache = optarg; break;
         case 'l': o->listen = optarg; break;
@@ -416,7 +535,13 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
         return rc == 1 ? 0 : rc;
     }
     serve_signals();
+    if (o.mpi && serve_mpi_worker(&o, &rc)) {
+        return rc;
+    }
     if (serve_start(&o, local, &c) != HD_OK) {
+        if (o.mpi) {
+            serve_mpi_done();
+        }
         return 1;
     }
     double t0 = serve_now();
@@ -429,6 +554,9 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
         if (st != HD_ERR_TIMEOUT) {
             fprintf(stderr, "hadal: the grid cannot be placed: %s\n", hd_status_string(st));
             hd_cluster_destroy(c);
+            if (o.mpi) {
+                serve_mpi_done();
+            }
             return 1;
         }
     }
@@ -446,6 +574,9 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
             (unsigned long long)s.prompt_tokens, (unsigned long long)s.generated_tokens,
             (unsigned long long)s.worker_failures, (unsigned long long)s.epoch);
     hd_cluster_destroy(c);
+    if (o.mpi) {
+        serve_mpi_done();
+    }
     return 0;
 }
 
@@ -493,19 +624,29 @@ int hd_cli_run_grid(const hd_cli_run_grid_t *a)
 {
     serve_opts_t o = {.pp = a->pp, .ep = a->ep, .model = a->model, .numerics = a->numerics,
                       .threads = a->threads, .transport = a->transport, .no_restart = true,
-                      .prefill_chunk = a->chunk, .max_in_flight = 0};
+                      .prefill_chunk = a->chunk, .max_in_flight = 0, .mpi = a->mpi,
+                      .grid_given = a->pp > 0 && a->ep > 0};
     hd_cluster_h c = NULL;
     run_grid_state_t s = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     double t0 = serve_now();
     int rc = 1;
+    if (o.mpi && serve_mpi_worker(&o, &rc)) {
+        return rc;
+    }
     if (serve_start(&o, true, &c) != HD_OK) {
+        if (o.mpi) {
+            serve_mpi_done();
+        }
         return 1;
     }
     hd_status_t st = hd_cluster_wait_ready(c, 600 * 1000);
     if (st != HD_OK) {
-        fprintf(stderr, "hadal run: the %dx%d grid did not come up: %s\n", a->pp, a->ep,
+        fprintf(stderr, "hadal run: the %dx%d grid did not come up: %s\n", o.pp, o.ep,
                 hd_status_string(st));
         hd_cluster_destroy(c);
+        if (o.mpi) {
+            serve_mpi_done();
+        }
         return 1;
     }
     double t_load = serve_now() - t0, t1 = serve_now();
@@ -518,6 +659,9 @@ int hd_cli_run_grid(const hd_cli_run_grid_t *a)
     if (st != HD_OK) {
         fprintf(stderr, "hadal run: request refused: %s\n", hd_status_string(st));
         hd_cluster_destroy(c);
+        if (o.mpi) {
+            serve_mpi_done();
+        }
         return st == HD_ERR_INVALID_PARAM ? 2 : 1;
     }
     pthread_mutex_lock(&s.lock);
@@ -538,9 +682,12 @@ int hd_cli_run_grid(const hd_cli_run_grid_t *a)
         rc = 0;
     }
     fprintf(stderr, "grid %dx%d up in %.3f s; %lld prompt + %ld generated tokens in %.3f s "
-            "(%.1f tok/s, %llu steps); coordinator cpu %.3f s\n", a->pp, a->ep, t_load,
+            "(%.1f tok/s, %llu steps); coordinator cpu %.3f s\n", o.pp, o.ep, t_load,
             (long long)a->n_ids, s.generated, t_gen, (double)s.generated / (t_gen > 0 ? t_gen : 1),
             (unsigned long long)cs.steps, cs.cpu_seconds);
     hd_cluster_destroy(c);
+    if (o.mpi) {
+        serve_mpi_done();
+    }
     return rc;
 }

@@ -79,6 +79,7 @@ typedef struct {
     int64_t Nd;                /* floats per token of the residual streams */
     /* data plane */
     hd_net_h net;
+    int net_base;              /* net rank of grid rank 0 (1 under mpirun: rank 0 coordinates) */
     hd_net_group_h row;
     wk_send_t sends[WK_MAX_SENDS];
     int n_sends;
@@ -261,16 +262,27 @@ static void wk_sends_drop(wk_t *w)
     w->n_sends = 0;
 }
 
-static void wk_net_close(wk_t *w)
+/* Drop the epoch's connections; with @keep_ctx the context itself stays (mpi: creating one
+ * is collective over the whole MPI world, coordinator included, so it is made once). */
+static void wk_net_reset(wk_t *w, bool keep_ctx)
 {
     wk_sends_drop(w);
     if (w->xchg != NULL) {
         hd_wxchg_set_group(w->xchg, NULL, NULL, w->data_timeout_ms);
     }
-    hd_net_group_destroy(w->net, w->row);
+    if (w->net != NULL) {
+        hd_net_group_destroy(w->net, w->row);
+    }
     w->row = NULL;
-    hd_net_destroy(w->net);
-    w->net = NULL;
+    if (!keep_ctx) {
+        hd_net_destroy(w->net);
+        w->net = NULL;
+    }
+}
+
+static void wk_net_close(wk_t *w)
+{
+    wk_net_reset(w, false);
 }
 
 /* Complete finished stream sends; with @wait, block for the oldest one. */
@@ -406,7 +418,10 @@ static hd_status_t wk_assign(wk_t *w, const hd_proto_placement_t *pl, char *err,
     const void *blob;
     size_t blob_len;
     hd_status_t st;
-    wk_net_close(w);
+    const char *tname = pl->transport && pl->transport[0] ? pl->transport : "tcp";
+    bool keep = w->net != NULL && strcmp(tname, "mpi") == 0 &&
+                strcmp(hd_net_name(w->net), "mpi") == 0;
+    wk_net_reset(w, keep);
     w->ready = false;
     w->placed = false;
     hd_wexec_destroy(w->ex); /* every sequence of the old epoch is gone */
@@ -420,13 +435,23 @@ static hd_status_t wk_assign(wk_t *w, const hd_proto_placement_t *pl, char *err,
     if (st != HD_OK) {
         return st;
     }
-    hd_net_params_t np = {.transport = pl->transport && pl->transport[0] ? pl->transport : "tcp",
-                          .rank = pl->rank, .n_ranks = pl->pp * pl->ep,
+    bool mpi = strcmp(tname, "mpi") == 0;
+    hd_net_params_t np = {.transport = tname, .rank = mpi ? -1 : pl->rank,
+                          .n_ranks = mpi ? 0 : pl->pp * pl->ep,
                           .bind_host = w->p->bind_host ? w->p->bind_host : w->local_host};
-    st = hd_net_create(&np, &w->net);
-    if (st != HD_OK) {
-        snprintf(err, err_len, "cannot open the %s data plane", np.transport);
-        return st;
+    if (!keep) {
+        st = hd_net_create(&np, &w->net);
+        if (st != HD_OK) {
+            snprintf(err, err_len, "cannot open the %s data plane", np.transport);
+            return st;
+        }
+    }
+    /* mpi: grid rank r is MPI rank r + 1 (the coordinator is rank 0) */
+    w->net_base = hd_net_rank(w->net) - pl->rank;
+    if (w->net_base < 0 || hd_net_n_ranks(w->net) < w->net_base + pl->pp * pl->ep) {
+        snprintf(err, err_len, "%s rank %d of %d cannot hold grid rank %d of %d", tname,
+                 hd_net_rank(w->net), hd_net_n_ranks(w->net), pl->rank, pl->pp * pl->ep);
+        return HD_ERR_INVALID_PARAM;
     }
     HD_CHECK(hd_net_address(w->net, &blob, &blob_len));
     w->rank = pl->rank;
@@ -476,7 +501,7 @@ static hd_status_t wk_connect_peers(wk_t *w, const hd_proto_placement_t *pl, cha
             snprintf(err, err_len, "rank %d has no %s address", q->rank, w->transport);
             return HD_ERR_PROTO;
         }
-        st = hd_net_connect(w->net, q->rank, a->blob, a->blob_len);
+        st = hd_net_connect(w->net, w->net_base + q->rank, a->blob, a->blob_len);
         if (st != HD_OK) {
             snprintf(err, err_len, "connecting to rank %d: %s", q->rank, hd_status_string(st));
             return st;
@@ -490,7 +515,7 @@ static hd_status_t wk_connect_peers(wk_t *w, const hd_proto_placement_t *pl, cha
     if (w->ep > 1) {
         int ranks[w->ep];
         for (int j = 0; j < w->ep; j++) {
-            ranks[j] = w->stage * w->ep + j;
+            ranks[j] = w->net_base + w->stage * w->ep + j;
         }
         st = hd_net_group_create(w->net, ranks, w->ep, &w->row);
         if (st != HD_OK) {
@@ -593,8 +618,8 @@ static hd_status_t wk_step(wk_t *w, const hd_proto_step_batch_t *sb)
                 return HD_ERR_NO_MEMORY;
             }
         }
-        st = hd_net_recv_sync(w->net, w->rank - w->ep, WK_TAG_STREAM, w->inbuf, w->in_cap, &len,
-                              w->data_timeout_ms);
+        st = hd_net_recv_sync(w->net, w->net_base + w->rank - w->ep, WK_TAG_STREAM, w->inbuf,
+                              w->in_cap, &len, w->data_timeout_ms);
         if (st == HD_OK) {
             uint64_t sid;
             int64_t ust;
@@ -640,7 +665,7 @@ static hd_status_t wk_step(wk_t *w, const hd_proto_step_batch_t *sb)
         int64_t ust = st;
         memcpy(obuf, &sid, 8);
         memcpy(obuf + 8, &ust, 8);
-        hd_status_t s2 = wk_send_streams(w, w->rank + w->ep, obuf,
+        hd_status_t s2 = wk_send_streams(w, w->net_base + w->rank + w->ep, obuf,
                                          WK_STREAM_HDR + (st == HD_OK ? body : 0));
         if (s2 != HD_OK && st == HD_OK) {
             st = s2;
@@ -737,7 +762,9 @@ static hd_status_t wk_session(wk_t *w)
             if (m->drain.exit_after) {
                 hd_proto_msg_t d = {.type = HD_PROTO_DRAIN};
                 d.drain = (hd_proto_drain_t){.done = true, .rank = w->placed ? w->rank : 0};
-                (void)wk_send(w, &d);
+                pthread_mutex_lock(&w->tx); /* best effort: the coordinator may be gone */
+                (void)hd_proto_fd_send(w->fd, &d, 1000);
+                pthread_mutex_unlock(&w->tx);
                 hd_proto_msg_destroy(m);
                 return HD_OK;
             }
