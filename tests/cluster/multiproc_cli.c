@@ -1,0 +1,97 @@
+/*
+ * multiproc_cli.c - the command line over real processes: `hadal run --pp P --ep E` prints
+ * exactly what the single-process `hadal run` prints, and `hadal serve --stdin` with no
+ * model argument generates the built-in tiny-a model (seed 1) into its cache directory, starts
+ * a 1x2 grid and answers each request line with the single engine's tokens.
+ */
+#include "cluster_testutil.h"
+
+#include <sys/stat.h>
+
+static int run_capture(const char *cmd, char *out, size_t cap)
+{
+    FILE *f = popen(cmd, "r");
+    size_t n = 0;
+    if (f == NULL) {
+        return -1;
+    }
+    while (n + 1 < cap) {
+        size_t got = fread(out + n, 1, cap - 1 - n, f);
+        if (got == 0) {
+            break;
+        }
+        n += got;
+    }
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+HD_TEST(run_on_process_grid_prints_single_engine_tokens)
+{
+    char dir[1200], cmd[4096], single[4096], grid[4096];
+    static const char *prompts[] = {"5,6,7,8,9", "1", "3,1,4,1,5,9,2,6,5,3,5,8,9,7,9,3,2,3,8,4"};
+    static const int grids[][2] = {{2, 2}, {1, 4}, {3, 1}};
+    HD_CHECK_INT_EQ(tu_checkpoint("tiny-b", 7, dir, sizeof(dir)), 0);
+    for (int p = 0; p < 3; p++) {
+        snprintf(cmd, sizeof(cmd),
+                 "timeout 60 %s run --model %s --prompt-ids %s --max-tokens 12 --threads 1 "
+                 "--chunk 7 2>/dev/null", ct_hadal(), dir, prompts[p]);
+        HD_CHECK_INT_EQ(run_capture(cmd, single, sizeof(single)), 0);
+        for (int g = 0; g < 3; g++) {
+            snprintf(cmd, sizeof(cmd),
+                     "timeout 60 %s run --model %s --prompt-ids %s --max-tokens 12 --threads 1 "
+                     "--chunk 7 --pp %d --ep %d 2>/dev/null", ct_hadal(), dir, prompts[p],
+                     grids[g][0], grids[g][1]);
+            HD_CHECK_INT_EQ(run_capture(cmd, grid, sizeof(grid)), 0);
+            HD_CHECK_MSG(strcmp(single, grid) == 0, "grid %dx%d prompt %d: '%s' vs '%s'",
+                         grids[g][0], grids[g][1], p, grid, single);
+        }
+    }
+}
+
+HD_TEST(serve_without_arguments_serves_the_builtin_model)
+{
+    char cache[1200], cmd[4096], out[8192], path[1300], one[1024];
+    const char *bd = getenv("HD_BUILD_DIR");
+    static const char *prompts[] = {"5,6,7,8,9", "1,2,3", "42"};
+    snprintf(cache, sizeof(cache), "%s/testdata/serve-cache", bd ? bd : ".");
+    snprintf(path, sizeof(path), "%s/testdata/serve_requests_%d.txt", bd ? bd : ".",
+             (int)getpid());
+    FILE *f = fopen(path, "w");
+    HD_CHECK_TRUE(f != NULL);
+    if (f == NULL) {
+        return;
+    }
+    for (int i = 0; i < 3; i++) {
+        fprintf(f, "%s\n", prompts[i]);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof(cmd),
+             "XDG_CACHE_HOME=%s timeout 120 %s serve --stdin --max-tokens 6 --threads 1 < %s "
+             "2>/dev/null", cache, ct_hadal(), path);
+    HD_CHECK_INT_EQ(run_capture(cmd, out, sizeof(out)), 0);
+    unlink(path);
+    for (int i = 0; i < 3; i++) {
+        char key[16], ref[1024];
+        snprintf(cmd, sizeof(cmd),
+                 "timeout 60 %s run --model %s/hadal/tiny-a-s1 --prompt-ids %s --max-tokens 6 "
+                 "--threads 1 2>/dev/null", ct_hadal(), cache, prompts[i]);
+        HD_CHECK_INT_EQ(run_capture(cmd, ref, sizeof(ref)), 0);
+        ref[strcspn(ref, "\n")] = '\0';
+        snprintf(key, sizeof(key), "%d: ", i + 1);
+        char *line = strstr(out, key);
+        HD_CHECK_MSG(line != NULL, "no answer to request %d in:\n%s", i + 1, out);
+        if (line == NULL) {
+            continue;
+        }
+        snprintf(one, sizeof(one), "%s", line + strlen(key));
+        one[strcspn(one, "\n")] = '\0';
+        char *bracket = strstr(one, " [");
+        if (bracket != NULL) {
+            *bracket = '\0';
+        }
+        HD_CHECK_MSG(strcmp(one, ref) == 0, "request %d: '%s' vs single engine '%s'", i + 1,
+                     one, ref);
+    }
+}
