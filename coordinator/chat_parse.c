@@ -190,7 +190,7 @@ static const char *find(const char *s, size_t n, const char *m, size_t mlen)
 
 static inline const char *data(hd_chat_parser_h p)
 {
-    return p->pend.data + p->pos;
+    return p->pend.data != NULL ? p->pend.data + p->pos : ""; /* nothing fed yet */
 }
 
 static inline size_t dlen(hd_chat_parser_h p)
@@ -641,9 +641,14 @@ hd_status_t hd_chat_parser_feed(hd_chat_parser_h p, const char *text, size_t len
     }
     p->cb = cb;
     p->user = user;
-    hd_buf_append(&p->pend, text, len);
+    if (len > 0) {
+        hd_buf_append(&p->pend, text, len);
+    }
     if (p->pend.failed) {
         return HD_ERR_NO_MEMORY;
+    }
+    if (p->pend.len == 0) {
+        return HD_OK;
     }
     const char *s = p->pend.data;
     size_t n = p->pend.len, from = p->eos_scan < n ? p->eos_scan : n;

@@ -88,6 +88,9 @@ bool tok_utf8_valid(const uint8_t *s, size_t n)
 void tok_utf8_lossy(const uint8_t *s, size_t n, hd_buf_t *out)
 {
     size_t i = 0, run = 0;
+    if (n == 0) {
+        return; /* s may be NULL */
+    }
     while (i < n) {
         int k = tok_utf8_seq(s + i, n - i);
         if (k > 0) {

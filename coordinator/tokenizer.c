@@ -831,7 +831,9 @@ hd_status_t hd_tok_decode(hd_tok_h t, const int32_t *ids, size_t n, unsigned fla
         hd_buf_cleanup(&raw);
         return HD_ERR_NO_MEMORY;
     }
-    if (raw.len > 0 && tok_utf8_valid((const uint8_t *)raw.data, raw.len)) {
+    if (raw.len == 0) {
+        /* nothing (raw.data may be NULL) */
+    } else if (tok_utf8_valid((const uint8_t *)raw.data, raw.len)) {
         hd_buf_append(out, raw.data, raw.len);
     } else {
         tok_utf8_lossy((const uint8_t *)raw.data, raw.len, out);
