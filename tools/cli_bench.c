@@ -887,6 +887,7 @@ int hd_cli_bench(int argc, char **argv)
         {"decode", bench_decode, "engine decode tokens/s against memory bandwidth"},
         {"prefill", bench_prefill, "engine prefill tokens/s against peak FLOP/s"},
         {"alltoall", hd_cli_bench_alltoall, "MoE dispatch+combine per transport against MPI"},
+        {"cluster", hd_cli_bench_cluster, "process grid vs one engine; coordinator CPU/step"},
     };
     size_t n = sizeof(subs) / sizeof(subs[0]);
     if (argc >= 2) {
