@@ -12,6 +12,7 @@
 #include "hadal/alloc.h"
 #include "hadal/log.h"
 
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -32,6 +33,38 @@ struct hd_net_group {
 
 /* The longest a blocking loop sleeps in one progress call (a bound on deadline overshoot). */
 #define NET_POLL_SLICE_MS 50
+/* A waiting loop polls without sleeping (yielding the CPU) while the transport had work in
+ * the last NET_SPIN_MS, and sleeps in the transport's progress only once it has been idle
+ * that long: sleeping on every socket-buffer's worth of a large transfer costs up to 2x on
+ * oversubscribed hosts, spinning for seconds on an idle link wastes a core. */
+#define NET_SPIN_MS 2
+
+typedef struct {
+    int64_t active_ms; /* last time progress found work */
+} net_spin_t;
+
+/* One progress step of a wait loop; see NET_SPIN_MS. */
+static hd_status_t net_wait_step(hd_net_h net, net_spin_t *spin, int64_t deadline)
+{
+    hd_status_t st = net->t->p2p->progress(net->ctx, 0);
+    int64_t now = hd_net_now_ms();
+    if (st == HD_OK) {
+        spin->active_ms = now;
+        return HD_OK;
+    }
+    if (st != HD_INPROGRESS) {
+        return st;
+    }
+    if (now - spin->active_ms < NET_SPIN_MS) {
+        sched_yield();
+        return HD_OK;
+    }
+    st = net->t->p2p->progress(net->ctx, hd_net_left_ms(deadline, NET_POLL_SLICE_MS));
+    if (st == HD_OK) {
+        spin->active_ms = hd_net_now_ms();
+    }
+    return st == HD_INPROGRESS ? HD_OK : st;
+}
 
 int64_t hd_net_now_ms(void)
 {
@@ -233,7 +266,10 @@ hd_status_t hd_net_connect_wait(hd_net_h net, int timeout_ms)
                     timeout_ms);
             return HD_ERR_TIMEOUT;
         }
-        HD_CHECK(net->t->p2p->progress(net->ctx, left));
+        hd_status_t pst = net->t->p2p->progress(net->ctx, left);
+        if (pst != HD_OK && pst != HD_INPROGRESS) {
+            return pst;
+        }
     }
 }
 
@@ -265,7 +301,8 @@ hd_status_t hd_net_recv(hd_net_h net, int peer, uint32_t tag, void *buf, size_t 
 
 hd_status_t hd_net_progress(hd_net_h net)
 {
-    return net->t->p2p->progress(net->ctx, 0);
+    hd_status_t st = net->t->p2p->progress(net->ctx, 0);
+    return st == HD_INPROGRESS ? HD_OK : st;
 }
 
 hd_status_t hd_net_test(hd_net_h net, hd_net_req_h req, size_t *len_p)
@@ -273,7 +310,10 @@ hd_status_t hd_net_test(hd_net_h net, hd_net_req_h req, size_t *len_p)
     size_t len = 0;
     hd_status_t st = net->t->p2p->test(net->ctx, req, &len);
     if (st == HD_INPROGRESS) {
-        HD_CHECK(net->t->p2p->progress(net->ctx, 0));
+        hd_status_t pst = net->t->p2p->progress(net->ctx, 0);
+        if (pst != HD_OK && pst != HD_INPROGRESS) {
+            return pst;
+        }
         st = net->t->p2p->test(net->ctx, req, &len);
     }
     if (st == HD_OK && len_p != NULL) {
@@ -282,49 +322,10 @@ hd_status_t hd_net_test(hd_net_h net, hd_net_req_h req, size_t *len_p)
     return st;
 }
 
-/* Wait for every non-NULL entry of @reqs until @deadline; *@first_err gets the first error. */
-static hd_status_t net_wait_reqs(hd_net_h net, void **reqs, size_t *lens, int n,
-                                 int64_t deadline)
-{
-    hd_status_t first_err = HD_OK;
-    for (;;) {
-        int pending = 0;
-        for (int i = 0; i < n; i++) {
-            if (reqs[i] == NULL) {
-                continue;
-            }
-            size_t len = 0;
-            hd_status_t st = net->t->p2p->test(net->ctx, reqs[i], &len);
-            if (st == HD_INPROGRESS) {
-                pending++;
-                continue;
-            }
-            if (lens != NULL) {
-                lens[i] = len;
-            }
-            if (st != HD_OK && first_err == HD_OK) {
-                first_err = st;
-            }
-            net->t->p2p->req_free(net->ctx, reqs[i]);
-            reqs[i] = NULL;
-        }
-        if (pending == 0) {
-            return first_err;
-        }
-        int left = hd_net_left_ms(deadline, NET_POLL_SLICE_MS);
-        if (deadline >= 0 && left == 0) {
-            return first_err != HD_OK ? first_err : HD_ERR_TIMEOUT;
-        }
-        hd_status_t st = net->t->p2p->progress(net->ctx, left);
-        if (st != HD_OK) {
-            return st;
-        }
-    }
-}
-
 hd_status_t hd_net_wait(hd_net_h net, hd_net_req_h req, size_t *len_p, int timeout_ms)
 {
     int64_t deadline = hd_net_deadline(timeout_ms);
+    net_spin_t spin = {hd_net_now_ms()};
     for (;;) {
         size_t len = 0;
         hd_status_t st = net->t->p2p->test(net->ctx, req, &len);
@@ -334,11 +335,10 @@ hd_status_t hd_net_wait(hd_net_h net, hd_net_req_h req, size_t *len_p, int timeo
             }
             return st;
         }
-        int left = hd_net_left_ms(deadline, NET_POLL_SLICE_MS);
-        if (deadline >= 0 && left == 0) {
+        if (deadline >= 0 && hd_net_now_ms() >= deadline) {
             return HD_ERR_TIMEOUT;
         }
-        HD_CHECK(net->t->p2p->progress(net->ctx, left));
+        HD_CHECK(net_wait_step(net, &spin, deadline));
     }
 }
 
@@ -487,72 +487,127 @@ static void net_reqs_drop(hd_net_h net, void **reqs, int n)
     }
 }
 
+/* Blocks of at least this many bytes wait for the receiver's "posted" token on transports
+ * that send everything eagerly (coll_rendezvous): an early block would otherwise be buffered
+ * and copied once more on arrival, which costs ~1.5x on prefill-sized exchanges. */
+#define NET_RNDV_BYTES (64u << 10)
+
 /*
  * The p2p all-to-all: post every receive, then every send (zero-byte ones too, so a count
- * mismatch shows up as a wrong length instead of a hang), copy our own block, wait.
+ * mismatch shows up as a wrong length instead of a hang), copy our own block, wait. With
+ * coll_rendezvous, large blocks go out only after their receiver's zero-byte ready token
+ * (both sides know every count, so both know which blocks are large).
+ * Request slots: [0, n) data receives, [n, 2n) data sends, [2n, 3n) ready receives,
+ * [3n, 4n) ready sends.
  */
 static hd_status_t net_p2p_alltoallv(hd_net_h net, hd_net_group_h grp, const void *sendbuf,
                                      const size_t *scounts, const size_t *sdispls,
                                      void *recvbuf, const size_t *rcounts,
                                      const size_t *rdispls, int64_t deadline)
 {
-    int n = grp->n;
+    int n = grp->n, me = grp->me;
     hd_status_t status = HD_OK;
-    void *stack_reqs[2 * 16];
-    size_t stack_lens[2 * 16];
+    void *stack_reqs[4 * 16];
+    size_t stack_lens[16];
     void **reqs = stack_reqs;
     size_t *lens = stack_lens;
+    uint32_t rtag = grp->tag + HD_NET_TAG_USER_MAX / 2;
+    bool rndv = net->t->coll_rendezvous;
+    uint8_t token = 0;
     if (n > 16) {
-        reqs = hd_calloc(2 * (size_t)n, sizeof(*reqs), "alltoallv reqs");
-        lens = hd_calloc(2 * (size_t)n, sizeof(*lens), "alltoallv lens");
+        reqs = hd_calloc(4 * (size_t)n, sizeof(*reqs), "alltoallv reqs");
+        lens = hd_calloc((size_t)n, sizeof(*lens), "alltoallv lens");
         if (reqs == NULL || lens == NULL) {
             status = HD_ERR_NO_MEMORY;
             goto out;
         }
     }
-    for (int i = 0; i < 2 * n; i++) {
+    for (int i = 0; i < 4 * n; i++) {
         reqs[i] = NULL;
-        lens[i] = (size_t)-1;
+    }
+    for (int j = 0; j < n; j++) {
+        lens[j] = (size_t)-1;
     }
     /* receives from the members after us first, so every pair posts in a consistent order */
     for (int k = 1; k < n && status == HD_OK; k++) {
-        int j = (grp->me + n - k) % n;
-        void *req = NULL;
-        hd_status_t st = net->t->p2p->recv(net->ctx, grp->ranks[j], grp->tag,
-                                           (char *)recvbuf + rdispls[j], rcounts[j], &req);
-        if (st == HD_INPROGRESS) {
-            reqs[j] = req;
-        } else {
-            status = st;
+        int j = (me + n - k) % n;
+        status = net->t->p2p->recv(net->ctx, grp->ranks[j], grp->tag,
+                                   (char *)recvbuf + rdispls[j], rcounts[j], &reqs[j]);
+        status = status == HD_INPROGRESS ? HD_OK : status;
+        if (status == HD_OK && rndv && rcounts[j] >= NET_RNDV_BYTES) {
+            status = net->t->p2p->send(net->ctx, grp->ranks[j], rtag, &token, 0,
+                                       &reqs[3 * n + j]);
+            status = status == HD_INPROGRESS ? HD_OK : status;
         }
     }
     for (int k = 1; k < n && status == HD_OK; k++) {
-        int j = (grp->me + k) % n;
-        void *req = NULL;
-        hd_status_t st = net->t->p2p->send(net->ctx, grp->ranks[j], grp->tag,
-                                           (const char *)sendbuf + sdispls[j], scounts[j], &req);
-        if (st == HD_INPROGRESS) {
-            reqs[n + j] = req;
-        } else if (st != HD_OK) {
-            status = st;
+        int j = (me + k) % n;
+        if (rndv && scounts[j] >= NET_RNDV_BYTES) {
+            status = net->t->p2p->recv(net->ctx, grp->ranks[j], rtag, &token, 0,
+                                       &reqs[2 * n + j]);
+        } else {
+            status = net->t->p2p->send(net->ctx, grp->ranks[j], grp->tag,
+                                       (const char *)sendbuf + sdispls[j], scounts[j],
+                                       &reqs[n + j]);
         }
+        status = status == HD_INPROGRESS ? HD_OK : status;
     }
     if (status == HD_OK) {
-        if (scounts[grp->me] != rcounts[grp->me]) {
-            hd_error(HD_SUBSYS_NET, "alltoallv: self block of %zu bytes into %zu",
-                     scounts[grp->me], rcounts[grp->me]);
+        if (scounts[me] != rcounts[me]) {
+            hd_error(HD_SUBSYS_NET, "alltoallv: self block of %zu bytes into %zu", scounts[me],
+                     rcounts[me]);
             status = HD_ERR_INVALID_PARAM;
-        } else if (scounts[grp->me] > 0) {
-            memmove((char *)recvbuf + rdispls[grp->me], (const char *)sendbuf + sdispls[grp->me],
-                    scounts[grp->me]);
+        } else if (scounts[me] > 0) {
+            memmove((char *)recvbuf + rdispls[me], (const char *)sendbuf + sdispls[me],
+                    scounts[me]);
         }
     }
-    if (status == HD_OK) {
-        status = net_wait_reqs(net, reqs, lens, 2 * n, deadline);
+    net_spin_t spin = {hd_net_now_ms()};
+    while (status == HD_OK) {
+        int pending = 0;
+        for (int i = 0; i < 4 * n && status == HD_OK; i++) {
+            if (reqs[i] == NULL) {
+                continue;
+            }
+            size_t len = 0;
+            hd_status_t st = net->t->p2p->test(net->ctx, reqs[i], &len);
+            if (st == HD_INPROGRESS) {
+                pending++;
+                continue;
+            }
+            net->t->p2p->req_free(net->ctx, reqs[i]);
+            reqs[i] = NULL;
+            if (st != HD_OK) {
+                status = st;
+                break;
+            }
+            if (i < n) {
+                lens[i] = len;
+            } else if (i >= 2 * n && i < 3 * n) {
+                /* member j posted its receive: its large block can go */
+                int j = i - 2 * n;
+                st = net->t->p2p->send(net->ctx, grp->ranks[j], grp->tag,
+                                       (const char *)sendbuf + sdispls[j], scounts[j],
+                                       &reqs[n + j]);
+                if (st == HD_INPROGRESS) {
+                    pending++;
+                } else if (st != HD_OK) {
+                    status = st;
+                }
+            }
+        }
+        if (status != HD_OK || pending == 0) {
+            break;
+        }
+        if (deadline >= 0 && hd_net_now_ms() >= deadline) {
+            status = HD_ERR_TIMEOUT;
+            break;
+        }
+        status = net_wait_step(net, &spin, deadline);
     }
     if (status == HD_OK) {
         for (int j = 0; j < n; j++) {
-            if (j != grp->me && lens[j] != rcounts[j]) {
+            if (j != me && lens[j] != rcounts[j]) {
                 hd_error(HD_SUBSYS_NET,
                          "alltoallv: rank %d sent %zu bytes, rank %d expected %zu",
                          grp->ranks[j], lens[j], net->rank, rcounts[j]);
@@ -562,7 +617,7 @@ static hd_status_t net_p2p_alltoallv(hd_net_h net, hd_net_group_h grp, const voi
     } else if (status == HD_ERR_TIMEOUT) {
         hd_warn(HD_SUBSYS_NET, "%s: alltoallv over %d ranks timed out", net->t->info.name, n);
     }
-    net_reqs_drop(net, reqs, 2 * n);
+    net_reqs_drop(net, reqs, 4 * n);
 out:
     if (reqs != stack_reqs) {
         hd_free(reqs);

@@ -31,7 +31,8 @@ typedef struct hd_net_p2p_ops {
                         void **req_p);
     /* HD_INPROGRESS, HD_OK (+ bytes), or the request's error; does not progress */
     hd_status_t (*test)(void *ctx, void *req, size_t *len_p);
-    /* Make progress; may block up to @timeout_ms (0: never) waiting for something to do. */
+    /* Make progress; may block up to @timeout_ms (0: never) waiting for something to do.
+     * HD_OK: something happened; HD_INPROGRESS: nothing was ready; else a context error. */
     hd_status_t (*progress)(void *ctx, int timeout_ms);
     void (*req_free)(void *ctx, void *req);
 } hd_net_p2p_ops_t;
@@ -57,6 +58,9 @@ typedef struct hd_net_transport {
     bool (*probe)(void);
     const hd_net_p2p_ops_t *p2p;
     const hd_net_coll_ops_t *coll; /* (optional) NULL: collectives built from p2p */
+    /* p2p-built collectives hold large blocks until the receiver has posted (transports that
+     * send everything eagerly and would buffer early arrivals: tcp) */
+    bool coll_rendezvous;
 } hd_net_transport_t;
 
 /* Descriptors; NULL when the library is not in this build. */

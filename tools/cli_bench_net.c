@@ -162,56 +162,80 @@ static int bn_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+typedef struct {
+    double ours;  /* median over iterations of the slowest rank's seconds */
+    double floor; /* the same for the raw floor */
+    double ratio; /* median of the per-iteration ratios ours / floor */
+} bn_result_t;
+
+/* Median of @v[0..n) (sorts it). */
+static double bn_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), bn_cmp);
+    return v[n / 2];
+}
+
 /*
- * Time @iters exchanges (after warm-up) over @net/@grp; barriers on the mpi context @boot.
- * Returns the median over iterations of the slowest rank's seconds, or < 0 on error.
+ * Time @iters pairs of exchanges (after warm-up): the floor over the mpi context @boot, then
+ * ours over @net/@grp, back to back so both see the same background load of a shared host.
+ * Barriers on @boot before each. Returns 0, or -1 when an exchange failed.
  */
-static double bn_time(hd_net_h boot, hd_net_group_h bgrp, hd_net_h net, hd_net_group_h grp,
-                      bn_layout_t *L, bool raw, int iters)
+static int bn_time(hd_net_h boot, hd_net_group_h bgrp, hd_net_h net, hd_net_group_h grp,
+                   bn_layout_t *L, int iters, bn_result_t *res)
 {
     int n = hd_net_group_size(bgrp);
     int warm = iters >= 20 ? 5 : 2;
-    double *mine = hd_calloc((size_t)iters, sizeof(double), "bench times");
-    double *all = hd_calloc((size_t)iters * (size_t)n, sizeof(double), "bench times");
-    double result = -1.0;
-    if (mine == NULL || all == NULL) {
+    double *mine = hd_calloc(2 * (size_t)iters, sizeof(double), "bench times");
+    double *all = hd_calloc(2 * (size_t)iters * (size_t)n, sizeof(double), "bench times");
+    double *ratio = hd_calloc((size_t)iters, sizeof(double), "bench ratios");
+    int rc = -1;
+    if (mine == NULL || all == NULL || ratio == NULL) {
         goto out;
     }
     for (int it = -warm; it < iters; it++) {
-        if (hd_net_barrier(boot, bgrp, BN_TIMEOUT_MS) != HD_OK) {
-            goto out;
-        }
-        double t0 = bn_now();
-        hd_status_t st = bn_exchange(net, grp, L, raw);
-        double t1 = bn_now();
-        if (st != HD_OK) {
-            fprintf(stderr, "bench: %s exchange failed: %s\n", hd_net_name(net),
-                    hd_status_string(st));
-            goto out;
-        }
-        if (it >= 0) {
-            mine[it] = t1 - t0;
+        for (int which = 0; which < 2; which++) {
+            if (hd_net_barrier(boot, bgrp, BN_TIMEOUT_MS) != HD_OK) {
+                goto out;
+            }
+            double t0 = bn_now();
+            hd_status_t st = which == 0 ? bn_exchange(boot, bgrp, L, true)
+                                        : bn_exchange(net, grp, L, false);
+            double t1 = bn_now();
+            if (st != HD_OK) {
+                fprintf(stderr, "bench: %s exchange failed: %s\n",
+                        which == 0 ? "floor" : hd_net_name(net), hd_status_string(st));
+                goto out;
+            }
+            if (it >= 0) {
+                mine[2 * it + which] = t1 - t0;
+            }
         }
     }
-    if (hd_net_allgather(boot, bgrp, mine, all, sizeof(double) * (size_t)iters, BN_TIMEOUT_MS) !=
-        HD_OK) {
+    if (hd_net_allgather(boot, bgrp, mine, all, sizeof(double) * 2 * (size_t)iters,
+                         BN_TIMEOUT_MS) != HD_OK) {
         goto out;
     }
     for (int it = 0; it < iters; it++) {
-        double mx = 0;
+        double mx[2] = {0, 0};
         for (int r = 0; r < n; r++) {
-            mx = all[(size_t)r * (size_t)iters + (size_t)it] > mx
-                     ? all[(size_t)r * (size_t)iters + (size_t)it]
-                     : mx;
+            for (int w = 0; w < 2; w++) {
+                double t = all[(size_t)r * 2 * (size_t)iters + 2 * (size_t)it + (size_t)w];
+                mx[w] = t > mx[w] ? t : mx[w];
+            }
         }
-        mine[it] = mx;
+        mine[it] = mx[1];
+        mine[iters + it] = mx[0];
+        ratio[it] = mx[0] > 0 ? mx[1] / mx[0] : 0;
     }
-    qsort(mine, (size_t)iters, sizeof(double), bn_cmp);
-    result = mine[iters / 2];
+    res->ours = bn_median(mine, iters);
+    res->floor = bn_median(mine + iters, iters);
+    res->ratio = bn_median(ratio, iters);
+    rc = 0;
 out:
     hd_free(mine);
     hd_free(all);
-    return result;
+    hd_free(ratio);
+    return rc;
 }
 
 /* Open @name on every rank with addresses exchanged through the mpi context. */
@@ -333,8 +357,9 @@ static int bn_child(const bn_opts_t *o)
                n, host, sysconf(_SC_NPROCESSORS_ONLN), o->hidden, o->elem, o->topk,
                o->n_experts);
         printf("ours = counts alltoall + dispatch alltoallv + combine alltoallv through hd_net;\n"
-               "floor = plain MPI_Alltoallv of the same dispatch + combine bytes; median of the "
-               "slowest rank\n\n");
+               "floor = plain MPI_Alltoallv of the same dispatch + combine bytes, timed in "
+               "alternation;\nmedians of the slowest rank; ratio = median of per-iteration "
+               "ours/floor\n\n");
         printf("%-5s %7s %12s %12s %12s %7s %10s\n", "net", "tokens", "bytes/rank", "ours us",
                "floor us", "ratio", "ours GB/s");
     }
@@ -353,7 +378,6 @@ static int bn_child(const bn_opts_t *o)
         for (int j = 0; j < n; j++) {
             remote += j != me ? (double)(L.sc[j] + L.rc[j]) : 0.0;
         }
-        double floor_s = bn_time(boot, bgrp, boot, bgrp, &L, true, iters);
         char list[128];
         snprintf(list, sizeof(list), "%s", o->transports);
         for (char *save = NULL, *name = strtok_r(list, ",", &save); name != NULL;
@@ -376,15 +400,15 @@ static int bn_child(const bn_opts_t *o)
                 rc = 1;
                 continue;
             }
-            double ours = bn_time(boot, bgrp, net, grp, &L, false, iters);
-            double ratio = ours > 0 && floor_s > 0 ? ours / floor_s : 0;
+            bn_result_t r = {0, 0, 0};
+            if (bn_time(boot, bgrp, net, grp, &L, iters, &r) != 0) {
+                rc = 1;
+            }
             if (me == 0) {
                 printf("%-5s %7d %12.0f %12.1f %12.1f %7.2f %10.2f\n", name, T, remote,
-                       ours * 1e6, floor_s * 1e6, ratio, ours > 0 ? remote / ours / 1e9 : 0);
+                       r.ours * 1e6, r.floor * 1e6, r.ratio,
+                       r.ours > 0 ? remote / r.ours / 1e9 : 0);
                 fflush(stdout);
-            }
-            if (ours < 0) {
-                rc = 1;
             }
             if (own) {
                 hd_net_barrier(boot, bgrp, BN_TIMEOUT_MS);

@@ -241,7 +241,7 @@ static hd_status_t mpi_progress(void *ctx, int timeout_ms)
     if (timeout_ms > 0) {
         sched_yield(); /* MPI progresses inside MPI_Test */
     }
-    return HD_OK;
+    return HD_INPROGRESS;
 }
 
 static void mpi_req_free(void *ctx, void *req)

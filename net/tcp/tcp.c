@@ -110,6 +110,8 @@ typedef struct {
     int n_pend;
     struct pollfd *pfds;    /* [n_ranks + TCP_MAX_PENDING + 1] scratch */
     int *pfd_owner;         /* peer rank, or -1 - pending index, or INT_MIN listen */
+    uint64_t n_unexpected;  /* messages that arrived before their receive (buffered) */
+    uint64_t unexpected_bytes;
     uint8_t scratch[65536]; /* payload of discarded messages */
 } tcp_ctx_t;
 
@@ -379,6 +381,8 @@ static hd_status_t tcp_rx_header(tcp_ctx_t *c, int peer)
     }
     u->tag = tag;
     u->len = p->rx_len;
+    c->n_unexpected++;
+    c->unexpected_bytes += u->len;
     u->data = hd_malloc(u->len > 0 ? u->len : 1, "tcp unexpected payload");
     if (u->data == NULL) {
         hd_free(u);
@@ -678,6 +682,9 @@ err_cleanup:
 static void tcp_cleanup(void *ctx)
 {
     tcp_ctx_t *c = ctx;
+    hd_debug(HD_SUBSYS_NET, "tcp: rank %d: %llu messages (%llu bytes) arrived before their receive",
+             c->rank, (unsigned long long)c->n_unexpected,
+             (unsigned long long)c->unexpected_bytes);
     for (int i = 0; c->peers != NULL && i < c->n_ranks; i++) {
         tcp_peer_t *p = &c->peers[i];
         if (p->fd >= 0) {
@@ -949,13 +956,13 @@ static hd_status_t tcp_progress(void *ctx, int timeout_ms)
     int rc = poll(c->pfds, (nfds_t)n, timeout_ms);
     if (rc < 0) {
         if (errno == EINTR) {
-            return HD_OK;
+            return HD_INPROGRESS;
         }
         hd_error(HD_SUBSYS_NET, "tcp: poll: %m");
         return HD_ERR_IO;
     }
     if (rc == 0) {
-        return HD_OK;
+        return HD_INPROGRESS;
     }
     /* peers first (their indices do not move), then pending (from the end), then accept */
     for (int k = n - 1; k >= 0; k--) {
@@ -1014,6 +1021,7 @@ static const hd_net_transport_t tcp_transport = {
     .probe = NULL,
     .p2p = &tcp_p2p_ops,
     .coll = NULL,
+    .coll_rendezvous = true,
 };
 
 const hd_net_transport_t *hd_net_tcp_transport(void)

@@ -459,7 +459,7 @@ static hd_status_t ucx_progress(void *ctx, int timeout_ms)
     if (n == 0 && timeout_ms > 0) {
         sched_yield(); /* busy-polling, but give the cores to peers on the same host */
     }
-    return HD_OK;
+    return n > 0 ? HD_OK : HD_INPROGRESS;
 }
 
 static void ucx_req_free(void *ctx, void *req)
