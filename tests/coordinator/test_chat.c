@@ -337,6 +337,49 @@ HD_TEST(chat_encode_oom)
     hd_free(text);
 }
 
+/*
+ * Numbers of a request print as Python prints what json.loads made of them: ints exact at
+ * any size, floats as repr (shortest round trip, "1e+16", "1e-07", "100000.0"), overflow as
+ * Infinity. numbers_expected.json: [literal, json.dumps(json.loads(literal))] from Python.
+ */
+HD_TEST(chat_json_numbers_like_python)
+{
+    size_t len = 0, bad = 0;
+    char *text = read_data("numbers_expected.json", &len), err[128];
+    hd_json_t *pairs = NULL;
+    HD_CHECK_TRUE(text != NULL);
+    HD_CHECK_TRUE(text && hd_json_parse(text, len, NULL, &pairs, err, sizeof(err)) == HD_OK);
+    for (size_t i = 0; pairs != NULL && i < pairs->n; i++) {
+        const hd_json_t *lit = pairs->kids[i]->kids[0], *want = pairs->kids[i]->kids[1];
+        hd_chat_numbers_t *nums = NULL;
+        hd_json_t *v = NULL;
+        hd_buf_t doc, out;
+        hd_buf_init(&doc);
+        hd_buf_init(&out);
+        hd_buf_printf(&doc, "{\"k\": [%s]}", lit->str);
+        HD_CHECK_TRUE(hd_chat_numbers_create(&nums) == HD_OK);
+        HD_CHECK_TRUE(hd_chat_json_parse(doc.data, doc.len, nums, &v, err, sizeof(err)) == HD_OK);
+        if (v != NULL) {
+            hd_chat_json_dump(v, nums, &out);
+            hd_buf_t w;
+            hd_buf_init(&w);
+            hd_buf_printf(&w, "{\"k\": [%s]}", want->str);
+            if (strcmp(out.data, w.data) != 0 && bad++ < 10) {
+                fprintf(stderr, "  %s: got %s, Python %s\n", lit->str, out.data, want->str);
+            }
+            hd_buf_cleanup(&w);
+        }
+        hd_json_free(v);
+        hd_chat_numbers_destroy(nums);
+        hd_buf_cleanup(&doc);
+        hd_buf_cleanup(&out);
+    }
+    HD_CHECK_MSG(bad == 0, "%zu numbers print differently from Python", bad);
+    HD_CHECK_TRUE(pairs != NULL && pairs->n > 1500);
+    hd_json_free(pairs);
+    hd_free(text);
+}
+
 /* ---- parsing ---- */
 
 typedef struct {

@@ -21,6 +21,8 @@ Outputs (tests/coordinator/data/chat/):
                           (thinking, "max"), think-keep (thinking, drop_thinking=False)
   parse_expected.json     completions and what parse_message_from_completion_text returns
                           for them (or the error it raises), for both thinking modes
+  numbers_expected.json   [literal, json.dumps(json.loads(literal))] pairs: how Python prints
+                          the numbers of a request (int vs float, float repr, inf)
 
 Usage: make_chat_expected.py   (regen.sh chat)
 """
@@ -209,8 +211,38 @@ def parse_cases(enc):
     return len(out)
 
 
+def number_cases():
+    """Number literals as they may appear in requests, and how json.dumps prints what
+    json.loads makes of them (Python keeps int vs float; floats print as repr)."""
+    import math
+    import struct
+    r = __import__("random").Random(8)
+    lits = ["0", "-0", "0.0", "-0.0", "1", "1.0", "1e5", "1E+2", "1e-7", "1e16", "1e17", "1e22",
+            "1e21", "123456789012345678901234567890", "-9223372036854775809",
+            "9223372036854775807", "1.7976931348623157e308", "5e-324", "2.2250738585072014e-308",
+            "1e400", "-1e400", "0.1", "0.30000000000000004", "100.0", "1.5e300", "3.14159265358979",
+            "12345678901234567890", "1e-5", "0.0001", "0.00001", "123456789.123456789",
+            "1.0000000000000002", "9007199254740993", "9007199254740993.0", "4.35", "2.675"]
+    for _ in range(1500):
+        bits = r.getrandbits(64)
+        d = struct.unpack("<d", struct.pack("<Q", bits))[0]
+        if math.isnan(d) or math.isinf(d):
+            continue
+        lits.append(r.choice([f"{d:.17g}", f"{d:.20e}", repr(d), f"{d:.3e}", f"{d:.6g}"]))
+    for _ in range(300):
+        x = r.uniform(-1e6, 1e6)
+        lits.append(r.choice([f"{x:.2f}", f"{x:.9f}", str(int(x)), f"{x:.1f}"]))
+    out = []
+    for lit in lits:
+        out.append([lit, json.dumps(json.loads(lit), ensure_ascii=False)])
+    with open(os.path.join(DATA, "numbers_expected.json"), "w", encoding="utf-8") as f:
+        f.write("[\n" + ",\n".join(json.dumps(pair) for pair in out) + "\n]\n")
+    return len(out)
+
+
 def main():
     enc, sha = load_official()
+    number_cases()
     n = encode_cases(enc)
     k = parse_cases(enc)
     with open(os.path.join(DATA, "tools_template.txt"), "w", encoding="utf-8", newline="") as f:

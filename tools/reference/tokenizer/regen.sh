@@ -32,7 +32,7 @@ all | corpus) "$vpy" "$here/make_corpus.py" tests/coordinator/data/tok_corpus.tx
 all | expected) "$vpy" "$here/make_expected.py" ;;&
 all | unicode) "$vpy" "$here/gen_unicode_delta.py" coordinator/tok_unicode.c ;;&
 all | chat) "$vpy" "$here/make_chat_expected.py" ;;&
-bench-corpus) "$vpy" "$here/make_bench_corpus.py" "${2:-$root/build-tok/tok_bench_corpus.txt}" ;;
+bench-corpus) "$vpy" "$here/make_bench_corpus.py" "${2:-$root/build/tok_bench_corpus.txt}" ;;
 all | corpus | expected | unicode | chat) ;;
 *)
     echo "regen.sh: unknown target '$what'" >&2
