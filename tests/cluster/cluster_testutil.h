@@ -176,7 +176,7 @@ typedef struct {
     int pp, ep;
     const char *dir;
     int threads;
-    int heartbeat_ms, worker_timeout_ms, step_timeout_ms;
+    int heartbeat_ms, worker_timeout_ms, step_timeout_ms, placement_timeout_ms;
     bool no_restart;
     const char *transport;
 } ct_grid_t;
@@ -193,7 +193,8 @@ static inline hd_cluster_h ct_cluster(const ct_grid_t *g)
                              .heartbeat_ms = g->heartbeat_ms,
                              .worker_timeout_ms = g->worker_timeout_ms,
                              .step_timeout_ms = g->step_timeout_ms,
-                             .placement_timeout_ms = 60000,
+                             .placement_timeout_ms = g->placement_timeout_ms
+                                                         ? g->placement_timeout_ms : 60000,
                              .err = err, .err_len = sizeof(err)};
     hd_status_t st = hd_cluster_create(&p, &c);
     HD_CHECK_MSG(st == HD_OK, "cluster %dx%d: %s", g->pp, g->ep, err);

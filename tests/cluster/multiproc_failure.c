@@ -75,10 +75,16 @@ static void check_refs(hd_cluster_h c, const char *when)
     pthread_mutex_unlock(&ct_lock);
 }
 
-/* Kill (or stop) the worker of @rank mid-generation and watch the grid recover. */
-static void lose_worker(int pp, int ep, int rank, int sig)
+/* Kill (or stop) the worker of @rank mid-generation and watch the grid recover. With
+ * @deadline, heartbeats are not what notices: the step deadline (1.5 s) is. */
+static void lose_worker_how(int pp, int ep, int rank, int sig, bool deadline)
 {
     ct_grid_t g = {.pp = pp, .ep = ep, .dir = model_dir};
+    if (deadline) {
+        g.worker_timeout_ms = 60000;
+        g.step_timeout_ms = 1500;
+        g.placement_timeout_ms = 3000;
+    }
     ct_req_t longs[3], queued;
     prepare();
     hd_cluster_h c = ct_cluster(&g);
@@ -106,7 +112,8 @@ static void lose_worker(int pp, int ep, int rank, int sig)
     for (int i = 0; i < 3; i++) {
         HD_CHECK_MSG(longs[i].finish == HD_FINISH_ERROR, "request %d finish %d", i,
                      longs[i].finish);
-        HD_CHECK_MSG(strstr(longs[i].why, "retr") != NULL && strstr(longs[i].why, "rank") != NULL,
+        HD_CHECK_MSG(strstr(longs[i].why, "retr") != NULL &&
+                         strstr(longs[i].why, deadline ? "no result" : "rank") != NULL,
                      "why: %s", longs[i].why);
     }
     pthread_mutex_unlock(&ct_lock);
@@ -138,6 +145,11 @@ static void lose_worker(int pp, int ep, int rank, int sig)
     hd_cluster_destroy(c);
 }
 
+static void lose_worker(int pp, int ep, int rank, int sig)
+{
+    lose_worker_how(pp, ep, rank, sig, false);
+}
+
 HD_TEST(kill9_worker_fails_requests_and_grid_recovers)
 {
     lose_worker(2, 2, 3, SIGKILL); /* last stage, column 1 */
@@ -147,6 +159,13 @@ HD_TEST(kill9_worker_fails_requests_and_grid_recovers)
 HD_TEST(sigstop_hung_worker_detected_and_replaced)
 {
     lose_worker(1, 2, 1, SIGSTOP);
+}
+
+/* Heartbeats set to a minute: the step deadline fails the requests; the re-placement round
+ * times out for the stopped worker, which is then killed, restarted and placed. */
+HD_TEST(step_deadline_catches_a_hang_heartbeats_miss)
+{
+    lose_worker_how(2, 1, 1, SIGSTOP, true);
 }
 
 /* ---- hand-started workers ---- */
