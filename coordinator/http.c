@@ -14,12 +14,14 @@
 #include "hadal/log.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -110,6 +112,7 @@ struct api_job {
     hd_http_h srv;
     struct evhttp_request *req; /* NULL once answered */
     struct evhttp_connection *conn; /* NULL once closed */
+    struct event *watch;        /* readable socket while we generate: EOF = client gone */
     bool closed;                /* the client went away */
     bool started;               /* stream headers sent */
     api_request_t r;
@@ -770,9 +773,18 @@ static void job_body(api_job_t *j, hd_buf_t *b)
     hd_buf_puts(b, "}");
 }
 
+static void job_unwatch(api_job_t *j)
+{
+    if (j->watch != NULL) {
+        event_free(j->watch);
+        j->watch = NULL;
+    }
+}
+
 static void job_free(api_job_t *j)
 {
     hd_http_h s = j->srv;
+    job_unwatch(j);
     if (j->prev) {
         j->prev->next = j->next;
     } else if (s->jobs == j) {
@@ -811,6 +823,7 @@ static void job_complete(api_job_t *j)
     }
     s->m.generation_tokens += (uint64_t)job_completion_tokens(j);
     hist_add(&s->m.e2e, now_s() - j->t_start);
+    job_unwatch(j);
     if (j->req != NULL) {
         if (j->conn != NULL) {
             evhttp_connection_set_closecb(j->conn, NULL, NULL);
@@ -949,16 +962,41 @@ static void inbox_drain(evutil_socket_t fd, short what, void *arg)
 
 /* ---- request handling ---- */
 
-static void job_conn_closed(struct evhttp_connection *conn, void *arg)
+static void job_client_gone(api_job_t *j)
 {
-    api_job_t *j = arg;
-    (void)conn;
+    job_unwatch(j);
+    if (j->closed) {
+        return;
+    }
     j->closed = true;
-    j->conn = NULL;
     j->srv->m.aborted_disconnect++;
     hd_debug(HD_SUBSYS_API, "%s: client went away; cancelling", j->id);
     for (int i = 0; i < j->r.n; i++) {
         job_cancel_choice(&j->ch[i]);
+    }
+}
+
+/* libevent frees the connection (write error, timeout): the request itself stays ours. */
+static void job_conn_closed(struct evhttp_connection *conn, void *arg)
+{
+    api_job_t *j = arg;
+    (void)conn;
+    j->conn = NULL;
+    job_client_gone(j);
+}
+
+/* evhttp does not read while a request is being answered: peek at the socket ourselves so a
+ * client that hangs up is noticed before the next write (or at all, for whole-body answers). */
+static void job_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    api_job_t *j = arg;
+    char b;
+    (void)what;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        job_client_gone(j);
+    } else if (n > 0) {
+        job_unwatch(j); /* a pipelined request: nothing more to learn here */
     }
 }
 
@@ -1133,6 +1171,14 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
     j->req = req;
     j->conn = evhttp_request_get_connection(req);
     evhttp_connection_set_closecb(j->conn, job_conn_closed, j);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(j->conn);
+    evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
+    if (fd >= 0) {
+        j->watch = event_new(s->base, fd, EV_READ | EV_PERSIST, job_watch_cb, j);
+        if (j->watch != NULL) {
+            event_add(j->watch, NULL);
+        }
+    }
     if (r->stream) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Content-Type", "text/event-stream");

@@ -9,6 +9,7 @@ jobs=$(nproc)
 # 1. Release build with warnings as errors: the whole suite.
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHD_FATAL_WARNINGS=ON >/dev/null
 cmake --build build -j"$jobs"
+tests/api/venv.sh # pinned openai/anthropic clients for the API tests (.venv-test)
 labels_exclude="slow"
 if [ -n "${HD_TEST_LABELS:-}" ]; then
     (cd build && ctest --output-on-failure -L "$HD_TEST_LABELS")

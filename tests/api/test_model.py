@@ -1,0 +1,232 @@
+"""End-to-end API tests against `hadal serve` as the README starts it: a coordinator and two
+worker processes (grid 1x2) on the built-in tiny model (random weights: the text is noise, so
+these tests check shapes, determinism and accounting, not words).
+
+The official openai and anthropic clients and curl; streaming and not, usage, n > 1, seeds,
+stop strings, cancellation on disconnect (KV released, seen in /metrics), /metrics parsed by
+the Prometheus client parser, /health, /ready, API keys.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import anthropic
+import openai
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hadal_server import Server, sse_events  # noqa: E402
+
+MSGS = [{"role": "user", "content": "Tell me a story about the sea."}]
+
+
+class Model(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("--threads", "1").start()
+        cls.oa = openai.OpenAI(base_url=cls.srv.base + "/v1", api_key="none", max_retries=0)
+        cls.an = anthropic.Anthropic(base_url=cls.srv.base, api_key="none", max_retries=0)
+        cls.model = cls.srv.model
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        assert rc == 0, "".join(cls.srv.log)
+
+    def test_models_health_ready(self):
+        ms = self.oa.models.list()
+        self.assertEqual([m.id for m in ms.data], [self.model])
+        for path in ("/health", "/ready"):
+            st, _, _ = self.srv.request("GET", path)
+            self.assertEqual(st, 200)
+
+    def test_chat_stream_equals_whole(self):
+        r = self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=24,
+                                            temperature=0)
+        c = r.choices[0]
+        self.assertIn(c.finish_reason, ("stop", "length"))
+        self.assertLessEqual(r.usage.completion_tokens, 24)
+        self.assertGreater(r.usage.prompt_tokens, 5)
+        s = self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=24,
+                                            temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+        text, finish, usage, n_chunks = "", None, None, 0
+        for ch in s:
+            if ch.usage:
+                usage = ch.usage
+            for x in ch.choices:
+                n_chunks += 1
+                text += x.delta.content or ""
+                finish = x.finish_reason or finish
+        self.assertEqual(text, c.message.content)
+        self.assertEqual(finish, c.finish_reason)
+        self.assertEqual(usage.completion_tokens, r.usage.completion_tokens)
+        self.assertEqual(usage.prompt_tokens, r.usage.prompt_tokens)
+        self.assertGreater(n_chunks, 2)
+
+    def test_seed_reproduces_and_n(self):
+        kw = dict(model=self.model, messages=MSGS, max_tokens=16, temperature=1.0, top_p=0.95,
+                  extra_body={"min_p": 0.01, "top_k": 50})
+        a = self.oa.chat.completions.create(seed=1234, **kw)
+        b = self.oa.chat.completions.create(seed=1234, **kw)
+        self.assertEqual(a.choices[0].message.content, b.choices[0].message.content)
+        n = self.oa.chat.completions.create(seed=1234, n=3, **kw)
+        self.assertEqual([c.index for c in n.choices], [0, 1, 2])
+        # choice i samples with seed + i: choice 0 is the single request's answer
+        self.assertEqual(n.choices[0].message.content, a.choices[0].message.content)
+        self.assertGreaterEqual(n.usage.completion_tokens, a.usage.completion_tokens)
+        texts = {c.message.content for c in n.choices}
+        self.assertGreater(len(texts), 1, "different seeds per choice")
+
+    def test_stop_string(self):
+        r = self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=40,
+                                            temperature=0)
+        full = r.choices[0].message.content
+        # a stop string from the middle of the greedy answer that does not occur earlier
+        for k in range(4, len(full) - 3):
+            cand = full[k:k + 3]
+            if full.find(cand) == k and cand.strip() and "\ufffd" not in cand:
+                break
+        else:
+            self.skipTest("no usable stop string in " + repr(full))
+        r2 = self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=40,
+                                             temperature=0, stop=[cand])
+        self.assertEqual(r2.choices[0].message.content, full[:k])
+        self.assertEqual(r2.choices[0].finish_reason, "stop")
+        s = self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=40,
+                                            temperature=0, stop=cand, stream=True)
+        self.assertEqual("".join(c.choices[0].delta.content or "" for c in s if c.choices),
+                         full[:k])
+
+    def test_completions(self):
+        r = self.oa.completions.create(model=self.model, prompt="Once upon a time", max_tokens=12,
+                                       temperature=0)
+        self.assertEqual(r.object, "text_completion")
+        self.assertLessEqual(r.usage.completion_tokens, 12)
+        s = self.oa.completions.create(model=self.model, prompt="Once upon a time", max_tokens=12,
+                                       temperature=0, stream=True)
+        self.assertEqual("".join(c.choices[0].text for c in s if c.choices), r.choices[0].text)
+
+    def test_anthropic(self):
+        r = self.an.messages.create(model=self.model, max_tokens=16,
+                                    extra_body={"temperature": 0}, messages=MSGS)
+        self.assertEqual(r.type, "message")
+        self.assertIn(r.stop_reason, ("end_turn", "max_tokens"))
+        self.assertLessEqual(r.usage.output_tokens, 16)
+        with self.an.messages.stream(model=self.model, max_tokens=16,
+                                     extra_body={"temperature": 0}, messages=MSGS) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+        self.assertEqual(text, r.content[0].text if r.content else "")
+        self.assertEqual(final.usage.output_tokens, r.usage.output_tokens)
+        r = self.an.messages.create(model=self.model, max_tokens=16, messages=MSGS,
+                                    thinking={"type": "enabled", "budget_tokens": 1024})
+        self.assertEqual(r.content[0].type, "thinking")
+
+    def test_curl_stream(self):
+        body = json.dumps({"model": self.model, "messages": MSGS, "max_tokens": 8,
+                           "stream": True})
+        out = subprocess.run(["curl", "-sN", self.srv.base + "/v1/chat/completions",
+                              "-H", "Content-Type: application/json", "-d", body],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        ev = sse_events(out)
+        self.assertEqual(ev[-1][1], "[DONE]")
+        first = json.loads(ev[0][1])
+        self.assertEqual(first["object"], "chat.completion.chunk")
+        self.assertEqual(first["choices"][0]["delta"]["role"], "assistant")
+        last = json.loads(ev[-2][1])
+        self.assertIn(last["choices"][0]["finish_reason"], ("stop", "length"))
+
+    def test_metrics(self):
+        self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=4)
+        m = self.srv.metrics()
+        for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                     "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+                     "vllm:kv_cache_usage_perc", "vllm:prefix_cache_queries_total",
+                     "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds_count",
+                     "vllm:inter_token_latency_seconds_count",
+                     "vllm:e2e_request_latency_seconds_count"):
+            self.assertIn(name, m)
+        self.assertGreater(m["vllm:generation_tokens_total"], 0)
+        self.assertGreater(m["vllm:time_to_first_token_seconds_count"], 0)
+        self.assertGreater(m["vllm:e2e_request_latency_seconds_count"], 0)
+        promtool = subprocess.run(["sh", "-c", "command -v promtool"], capture_output=True)
+        if promtool.returncode == 0:
+            st, _, data = self.srv.request("GET", "/metrics")
+            r = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_disconnect_cancels_and_frees_kv(self):
+        before = self.srv.metrics()
+        s = socket.create_connection(("127.0.0.1", self.srv.port))
+        body = json.dumps({"model": self.model, "stream": True, "max_tokens": 3000,
+                           "messages": MSGS})
+        s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+        s.settimeout(30)
+        got = b""
+        while got.count(b"data: ") < 4:
+            got += s.recv(65536)
+        self.srv.wait_metric("vllm:num_requests_running", lambda v: v >= 1)
+        s.close()
+        self.srv.wait_metric("vllm:num_requests_running", lambda v: v == 0)
+        self.srv.wait_metric("hadal:kv_sequences", lambda v: v == 0)
+        self.srv.wait_metric("hadal:client_disconnects_total",
+                                 lambda v: v >= before["hadal:client_disconnects_total"] + 1)
+        gen = self.srv.metrics()["vllm:generation_tokens_total"]
+        time.sleep(0.5)
+        self.assertEqual(self.srv.metrics()["vllm:generation_tokens_total"], gen,
+                         "nothing is generated after the cancel")
+        self.assertLess(gen - before["vllm:generation_tokens_total"], 3000)
+
+
+class Auth(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        d = tempfile.mkdtemp(prefix="hadal-keys-")
+        path = os.path.join(d, "keys")
+        with open(path, "w") as f:
+            f.write("# keys\nsk-one\n  sk-two  \n")
+        cls.srv = Server("--api-key-file", path, "--in-process", "--pp", "1", "--ep", "1",
+                         env={"HADAL_API_KEY": "sk-env"}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def test_keys(self):
+        base = self.srv.base
+        m = self.srv.model
+        for bad in ("none", "sk-on", "sk-one-more", ""):
+            with self.assertRaises(openai.AuthenticationError):
+                openai.OpenAI(base_url=base + "/v1", api_key=bad or "x", max_retries=0) \
+                    .chat.completions.create(model=m, messages=MSGS, max_tokens=2)
+        st, _, j = self.srv.post_json("/v1/chat/completions",
+                                      {"model": m, "messages": MSGS, "max_tokens": 2})
+        self.assertEqual(st, 401)
+        self.assertEqual(j["error"]["type"], "authentication_error")
+        st, _, j = self.srv.post_json("/v1/messages",
+                                      {"model": m, "messages": MSGS, "max_tokens": 2})
+        self.assertEqual(st, 401)
+        self.assertEqual(j["error"]["type"], "authentication_error")
+        for key in ("sk-one", "sk-two", "sk-env"):
+            r = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0) \
+                .chat.completions.create(model=m, messages=MSGS, max_tokens=2)
+            self.assertEqual(len(r.choices), 1)
+        r = anthropic.Anthropic(base_url=base, api_key="sk-two", max_retries=0) \
+            .messages.create(model=m, max_tokens=2, messages=MSGS)
+        self.assertEqual(r.type, "message")
+        with self.assertRaises(anthropic.AuthenticationError):
+            anthropic.Anthropic(base_url=base, api_key="sk-bad", max_retries=0) \
+                .messages.create(model=m, max_tokens=2, messages=MSGS)
+        for path in ("/health", "/ready", "/metrics"):
+            self.assertEqual(self.srv.request("GET", path)[0], 200, path)
+        self.assertEqual(self.srv.request("GET", "/v1/models")[0], 401)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
