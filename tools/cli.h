@@ -46,4 +46,55 @@ int hd_cli_mpi_init(int *rank_p, int *size_p);
 int hd_cli_mpi_bcast(char *buf, int len); /* rank 0's @len bytes to every rank */
 void hd_cli_mpi_finalize(void);
 
+/* ---- the HTTP API of `hadal serve` (cli_http.c) ---- */
+#include <stdbool.h>
+#include <stddef.h>
+typedef struct {
+    const char *host;         /* NULL = 127.0.0.1 */
+    int port;                 /* set to 8000 by the caller's defaults */
+    const char *api_key_file;
+    int max_waiting;          /* 0 = 256 */
+    int max_context;          /* 0 = min(4096, model) */
+    int max_tokens_default;   /* 0 = up to the context */
+    const char *model_name;   /* NULL = the model directory's name */
+    const char *tokenizer;
+    int timeout_s;
+    size_t max_body;
+    const char *replay_file;  /* test mode: no model, replayed completions */
+    int replay_step_ms;
+    bool in_process;          /* the grid in this process instead of worker processes */
+} hd_cli_http_opts_t;
+enum {
+    HD_CLI_HTTP_HOST = 1000, HD_CLI_HTTP_PORT, HD_CLI_HTTP_KEYS, HD_CLI_HTTP_WAIT,
+    HD_CLI_HTTP_NAME, HD_CLI_HTTP_TOK, HD_CLI_HTTP_TIMEOUT, HD_CLI_HTTP_BODY,
+    HD_CLI_HTTP_REPLAY, HD_CLI_HTTP_REPLAY_MS, HD_CLI_HTTP_INPROC, HD_CLI_HTTP_CONTEXT,
+    HD_CLI_HTTP_MAXTOK,
+};
+/* getopt_long entries of the HTTP options (codes HD_CLI_HTTP_*). */
+#define HD_CLI_HTTP_OPTIONS                                                                        \
+    {"host", required_argument, 0, HD_CLI_HTTP_HOST},                                              \
+    {"port", required_argument, 0, HD_CLI_HTTP_PORT},                                              \
+    {"api-key-file", required_argument, 0, HD_CLI_HTTP_KEYS},                                      \
+    {"max-waiting", required_argument, 0, HD_CLI_HTTP_WAIT},                                       \
+    {"served-model-name", required_argument, 0, HD_CLI_HTTP_NAME},                                 \
+    {"tokenizer", required_argument, 0, HD_CLI_HTTP_TOK},                                          \
+    {"http-timeout", required_argument, 0, HD_CLI_HTTP_TIMEOUT},                                   \
+    {"max-body", required_argument, 0, HD_CLI_HTTP_BODY},                                          \
+    {"replay", required_argument, 0, HD_CLI_HTTP_REPLAY},                                          \
+    {"replay-step-ms", required_argument, 0, HD_CLI_HTTP_REPLAY_MS},                               \
+    {"in-process", no_argument, 0, HD_CLI_HTTP_INPROC},                                            \
+    {"max-context", required_argument, 0, HD_CLI_HTTP_CONTEXT},                                    \
+    {"default-max-tokens", required_argument, 0, HD_CLI_HTTP_MAXTOK}
+/* Handle option @code (false: not an HTTP option). */
+bool hd_cli_http_opt(int code, const char *arg, hd_cli_http_opts_t *o);
+extern const char hd_cli_http_usage[];
+struct hd_cluster;
+/* Serve the HTTP API over a started cluster until *@stop; the cluster outlives the call. */
+int hd_cli_http_cluster(const hd_cli_http_opts_t *o, struct hd_cluster *c, const char *model_dir,
+                        int max_running, const volatile int *stop);
+/* Serve over the in-process backend: a PP x EP grid of @model_dir, or (o->replay_file) none. */
+#include "hadal/sched.h"
+int hd_cli_http_local(const hd_cli_http_opts_t *o, const char *model_dir, int pp, int ep,
+                      int threads, const hd_sched_params_t *sp, const volatile int *stop);
+
 #endif /* HADAL_TOOLS_CLI_H */

@@ -5,8 +5,9 @@
  *   hadal serve        a coordinator plus its PP x EP local worker processes, supervised
  *   hadal run --pp --ep  (cli_run.c) one prompt on a local process grid: hd_cli_run_grid
  * The runtime is coordinator/cluster.c (hadal/cluster.h) and worker/worker_main.c; this file
- * parses options, finds or generates the model, and prints tokens. Until the HTTP API lands,
- * `serve --stdin` reads requests (comma-separated prompt ids, one per line) from stdin.
+ * parses options, finds or generates the model, and prints tokens. `serve` then answers the
+ * HTTP API (cli_http.c, coordinator/http.c) on 127.0.0.1:8000 until SIGINT/SIGTERM;
+ * `serve --stdin` reads requests (comma-separated prompt ids, one per line) from stdin instead.
  */
 #define _GNU_SOURCE
 #include "cli.h"
@@ -129,7 +130,10 @@ typedef struct {
     int max_running, step_tokens, prefill_chunk, max_in_flight;
     bool mpi;              /* launched by mpirun */
     bool grid_given;       /* --pp or --ep on the command line */
+    hd_cli_http_opts_t http; /* the HTTP API (cli_http.c) */
 } serve_opts_t;
+
+static char serve_model_dir[PATH_MAX]; /* the model serve_start resolved */
 
 /* ---- mpirun: rank 0 coordinates, ranks 1..N-1 are grid ranks 0..N-2 ---- */
 
@@ -291,6 +295,7 @@ static hd_status_t serve_start(const serve_opts_t *o, bool local, hd_cluster_h *
     } else if (serve_default_model(o->cache, model, sizeof(model)) != 0) {
         goto fail;
     }
+    snprintf(serve_model_dir, sizeof(serve_model_dir), "%s", model);
     if (o->listen != NULL) {
         const char *colon = strrchr(o->listen, ':');
         if (colon == NULL) {
@@ -311,7 +316,8 @@ static hd_status_t serve_start(const serve_opts_t *o, bool local, hd_cluster_h *
         .worker_exe = local ? exe : NULL, .worker_threads = o->threads,
         .no_restart = o->no_restart, .max_running = o->max_running,
         .step_tokens = o->step_tokens, .prefill_chunk = o->prefill_chunk,
-        .max_in_flight = o->max_in_flight, .err = err, .err_len = sizeof(err)};
+        .max_in_flight = o->max_in_flight, .max_waiting = o->http.max_waiting,
+        .max_context = o->http.max_context, .err = err, .err_len = sizeof(err)};
     st = hd_cluster_create(&cp, c_p);
     if (st != HD_OK) {
         fprintf(stderr, "hadal: %s\n", err);
@@ -465,8 +471,8 @@ static void serve_usage(FILE *f, const char *cmd)
             "  --max-running N --step-tokens N --prefill-chunk N --in-flight N   scheduler\n"
             "  --mpi                  under mpirun: rank 0 coordinates, ranks 1..N-1 are the\n"
             "                         workers (grid default 1 x N-1; --transport mpi for data)\n"
-            "%s",
-            cmd,
+            "%s%s",
+            cmd, hd_cli_http_usage,
             strcmp(cmd, "coordinator") == 0
                 ? "Workers join with: hadal worker --coordinator HOST:PORT [--rank R]\n"
                 : "Starts a coordinator and P x E `hadal worker` processes on this host.\n");
@@ -483,10 +489,11 @@ static int serve_parse(int argc, char **argv, serve_opts_t *o, const char *cmd)
         {"max-tokens", required_argument, 0, 'n'}, {"max-running", required_argument, 0, 'r'},
         {"step-tokens", required_argument, 0, 's'}, {"prefill-chunk", required_argument, 0, 'k'},
         {"in-flight", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
-        {"mpi", no_argument, 0, 'M'},
+        {"mpi", no_argument, 0, 'M'}, HD_CLI_HTTP_OPTIONS,
         {0, 0, 0, 0}};
     int opt;
-    *o = (serve_opts_t){.pp = 1, .ep = 2, .max_tokens = 16, .ready_timeout_s = 600};
+    *o = (serve_opts_t){.pp = 1, .ep = 2, .max_tokens = 16, .ready_timeout_s = 600,
+                        .http = {.port = 8000}};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
@@ -516,7 +523,12 @@ static int serve_parse(int argc, char **argv, serve_opts_t *o, const char *cmd)
             }
             break;
         case 'h': serve_usage(stdout, cmd); return 1;
-        default: serve_usage(stderr, cmd); return 2;
+        default:
+            if (hd_cli_http_opt(opt, optarg, &o->http)) {
+                break;
+            }
+            serve_usage(stderr, cmd);
+            return 2;
         }
     }
     if (o->pp < 1 || o->ep < 1 || o->max_tokens < 1) {
@@ -537,6 +549,20 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
     serve_signals();
     if (o.mpi && serve_mpi_worker(&o, &rc)) {
         return rc;
+    }
+    if (o.http.replay_file != NULL || o.http.in_process) {
+        /* the in-process backend: the grid in this process, or no model at all (replay) */
+        char model[PATH_MAX] = "";
+        if (o.http.replay_file == NULL && o.model == NULL &&
+            serve_default_model(o.cache, model, sizeof(model)) != 0) {
+            return 1;
+        }
+        hd_sched_params_t sp = {.max_running = o.max_running > 0 ? o.max_running : 64,
+                                .max_waiting = o.http.max_waiting > 0 ? o.http.max_waiting : 256,
+                                .step_tokens = o.step_tokens > 0 ? o.step_tokens : 256,
+                                .prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk : 64};
+        return hd_cli_http_local(&o.http, o.model ? o.model : model, o.pp, o.ep, o.threads, &sp,
+                                 &serve_stop_int);
     }
     if (serve_start(&o, local, &c) != HD_OK) {
         if (o.mpi) {
@@ -562,10 +588,8 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
     }
     if (o.read_stdin) {
         serve_stdin(c, &o);
-    } else {
-        while (!serve_stop_flag) {
-            usleep(100 * 1000);
-        }
+    } else if (!serve_stop_flag) {
+        rc = hd_cli_http_cluster(&o.http, c, serve_model_dir, o.max_running, &serve_stop_int);
     }
     hd_cluster_stats_t s;
     hd_cluster_stats(c, &s);
@@ -577,7 +601,7 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
     if (o.mpi) {
         serve_mpi_done();
     }
-    return 0;
+    return rc;
 }
 
 int hd_cli_serve(int argc, char **argv)
