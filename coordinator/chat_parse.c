@@ -371,11 +371,13 @@ static void emit_raw_value(hd_chat_parser_h p, const char *v, size_t n)
 {
     hd_json_t *j = NULL;
     char err[8];
-    if (n > 0 && hd_json_parse(v, n, NULL, &j, err, sizeof(err)) == HD_OK) {
+    hd_status_t st = n > 0 ? hd_json_parse(v, n, NULL, &j, err, sizeof(err)) : HD_ERR_FORMAT;
+    if (st == HD_OK) {
         hd_json_free(j);
         emit(p, HD_CHAT_DELTA_TOOL_ARGS, v, n, false);
         return;
     }
+    p->oom |= st == HD_ERR_NO_MEMORY; /* not "not JSON": that would change the arguments */
     emit_str(p, HD_CHAT_DELTA_TOOL_ARGS, "\"");
     emit_args_escaped(p, v, n);
     emit_str(p, HD_CHAT_DELTA_TOOL_ARGS, "\"");

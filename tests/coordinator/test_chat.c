@@ -15,6 +15,7 @@
 #include "hadal/alloc.h"
 #include "hadal/chat.h"
 #include "hadal/json.h"
+#include "hadal/tokenizer.h"
 
 #include <dirent.h>
 #include <stdbool.h>
@@ -759,6 +760,21 @@ HD_TEST(chat_parse_truncated_and_malformed)
     HD_CHECK_STR_EQ(msg.content.data, "x\n\n<｜DSML｜tool_calls>oops</｜DSML｜tool_calls>");
     HD_CHECK_TRUE(msg.malformed && msg.eos && msg.n_tool_calls == 0);
     hd_chat_msg_cleanup(&msg);
+    /* malformed after a call has started: that call closes incomplete, the text from the
+       error on is content, later calls are not invented */
+    const char *mid = "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n"
+                      "<｜DSML｜parameter name=\"a\" string=\"true\">1</｜DSML｜parameter>\n"
+                      "<｜DSML｜parameter name=\"b\" string=\"maybe\">2</｜DSML｜parameter>\n"
+                      "</｜DSML｜invoke>\n</｜DSML｜tool_calls>" HD_CHAT_EOS;
+    HD_CHECK_TRUE(hd_chat_parse(mid, strlen(mid), true, &msg) == HD_OK);
+    HD_CHECK_TRUE(msg.malformed && msg.eos && msg.n_tool_calls == 1);
+    if (msg.n_tool_calls == 1) {
+        HD_CHECK_STR_EQ(msg.tool_calls[0].arguments, "{\"a\": \"1\"}");
+        HD_CHECK_TRUE(!msg.tool_calls[0].complete);
+    }
+    HD_CHECK_MSG(msg.content.data != NULL && strstr(msg.content.data, "string=\"maybe\">2") != NULL,
+                 "content \"%s\"", msg.content.data);
+    hd_chat_msg_cleanup(&msg);
     /* thinking mode without </think>: everything is reasoning, not closed */
     const char *open = "still thinking";
     HD_CHECK_TRUE(hd_chat_parse(open, strlen(open), true, &msg) == HD_OK);
@@ -779,4 +795,95 @@ HD_TEST(chat_parse_truncated_and_malformed)
     }
     HD_CHECK_TRUE(hd_chat_parse(junk, sizeof(junk), true, &msg) == HD_OK);
     hd_chat_msg_cleanup(&msg);
+}
+
+/*
+ * The serving path: ids -> streaming detokenizer -> streaming parser, one id at a time,
+ * gives the same deltas as parsing the whole text, for every test completion encoded with
+ * the V4 tokenizer.
+ */
+HD_TEST(chat_parse_from_token_stream)
+{
+    char path[1200], *text = NULL;
+    hd_tok_h tok = NULL;
+    snprintf(path, sizeof(path), "%s/coordinator/data/tokenizer-deepseek-v4/tokenizer.json",
+             src_dir);
+    HD_CHECK_TRUE(hd_tok_create(path, &tok) == HD_OK);
+    hd_json_t *root = load_parse_data(&text);
+    size_t bad = 0, n_ids = 0;
+    for (size_t i = 0; tok != NULL && root != NULL && i < root->n; i++) {
+        const hd_json_t *c = root->kids[i], *t = hd_json_get(c, "text");
+        bool thinking = false;
+        hd_json_get_bool(c, "thinking", &thinking);
+        deltas_t whole, streamed;
+        deltas_init(&whole);
+        deltas_init(&streamed);
+        parse_split(t->str, t->str_len, thinking, NULL, 0, true, &whole);
+        hd_tok_ids_t ids;
+        hd_tok_ids_init(&ids);
+        HD_CHECK_TRUE(hd_tok_encode(tok, t->str, t->str_len, 0, &ids) == HD_OK);
+        n_ids += ids.n;
+        hd_chat_parser_h p = NULL;
+        HD_CHECK_TRUE(hd_chat_parser_create(thinking, &p) == HD_OK);
+        hd_tok_stream_t ts;
+        hd_tok_stream_init(&ts, tok, 0);
+        hd_buf_t piece;
+        hd_buf_init(&piece);
+        for (size_t k = 0; p != NULL && k <= ids.n; k++) {
+            piece.len = 0;
+            if (k < ids.n) {
+                HD_CHECK_TRUE(hd_tok_stream_push(&ts, ids.ids[k], &piece) == HD_OK);
+            } else {
+                HD_CHECK_TRUE(hd_tok_stream_flush(&ts, &piece) == HD_OK);
+            }
+            HD_CHECK_TRUE(hd_chat_parser_feed(p, piece.data ? piece.data : "", piece.len,
+                                              on_delta, &streamed) == HD_OK);
+        }
+        if (p != NULL) {
+            HD_CHECK_TRUE(hd_chat_parser_finish(p, on_delta, &streamed) == HD_OK);
+        }
+        hd_chat_parser_destroy(p);
+        if (!deltas_same(&whole, &streamed) && bad++ < 5) {
+            fprintf(stderr, "  %s (thinking %d): token stream parses differently\n",
+                    hd_json_get_str(c, "name"), thinking);
+        }
+        hd_buf_cleanup(&piece);
+        hd_tok_ids_cleanup(&ids);
+        deltas_cleanup(&whole);
+        deltas_cleanup(&streamed);
+    }
+    HD_CHECK_MSG(bad == 0, "%zu token streams differ", bad);
+    printf("  %zu completions, %zu tokens streamed\n", root ? root->n : 0, n_ids);
+    hd_json_free(root);
+    hd_free(text);
+    hd_tok_destroy(tok);
+}
+
+/* Allocation failures while parsing: HD_ERR_NO_MEMORY, or success with the same result. */
+HD_TEST(chat_parse_oom)
+{
+    const char *text = "why</think>Calling.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n"
+                       "<｜DSML｜parameter name=\"a\" string=\"true\">x\"y</｜DSML｜parameter>\n"
+                       "<｜DSML｜parameter name=\"n\" string=\"false\">[1, 2]</｜DSML｜parameter>\n"
+                       "</｜DSML｜invoke>\n</｜DSML｜tool_calls>" HD_CHAT_EOS;
+    hd_chat_msg_t ref, msg;
+    HD_CHECK_TRUE(hd_chat_parse(text, strlen(text), true, &ref) == HD_OK);
+    HD_CHECK_TRUE(ref.n_tool_calls == 1);
+    int n_oom = 0, n_ok = 0;
+    for (long k = 0; k < 2000 && n_ok == 0; k++) {
+        hd_alloc_fail_after(k);
+        hd_status_t st = hd_chat_parse(text, strlen(text), true, &msg);
+        hd_alloc_fail_after(-1);
+        HD_CHECK_MSG(st == HD_OK || st == HD_ERR_NO_MEMORY, "fail after %ld: %d", k, (int)st);
+        if (st == HD_OK) {
+            n_ok++;
+            HD_CHECK_TRUE(msg.n_tool_calls == 1 && strcmp(msg.content.data, ref.content.data) == 0 &&
+                          strcmp(msg.tool_calls[0].arguments, ref.tool_calls[0].arguments) == 0);
+        } else {
+            n_oom++;
+        }
+        hd_chat_msg_cleanup(&msg);
+    }
+    HD_CHECK_TRUE(n_oom > 3 && n_ok == 1);
+    hd_chat_msg_cleanup(&ref);
 }
