@@ -410,6 +410,14 @@ HD_TEST(tok_special_flags)
     out.len = 0;
     HD_CHECK_TRUE(hd_tok_decode(tok, ids.ids, ids.n, 0, &out) == HD_OK);
     HD_CHECK_TRUE(out.len == strlen(text) && memcmp(out.data, text, out.len) == 0);
+    /* HF tokenizers 0.23.3 with encode_special_tokens=True: only "special" added tokens are
+       text; <｜User｜>, <think>, </think> (added, not special) stay atomic */
+    static const int32_t hf_sat[] = {30,  28217, 8277,  5487,   226,   2154,   5487,   226,
+                                     85,  51015, 28217, 32,     128803, 6366,  128821, 90,
+                                     128822, 30, 28217, 523,   5487,   226,    2154,   5487,
+                                     226, 85,    51015, 28217,  32};
+    check_ids(tok, "<｜begin▁of▁sentence｜><｜User｜>hi<think>x</think><｜end▁of▁sentence｜>",
+              HD_TOK_ENCODE_SPECIAL_AS_TEXT, hf_sat, sizeof(hf_sat) / sizeof(hf_sat[0]));
     /* unknown ids are skipped */
     int32_t odd[] = {19923, 999999, -5, 3};
     out.len = 0;
