@@ -87,6 +87,16 @@ typedef enum {
     GRID_FAILED,               /* gave up: placements keep failing */
 } cl_grid_state_t;
 
+/* A request's callback as the submitter gave it: every request gets exactly one final call,
+ * also those still queued when the cluster is destroyed. */
+typedef struct cl_req {
+    struct cl_req *prev, *next; /* live requests */
+    hd_req_id_t id;
+    hd_sched_token_func_t fn;
+    void *user;
+    bool shutdown;             /* a cancellation at destroy: report it as an error */
+} cl_req_t;
+
 typedef struct {
     pid_t pid;
     int64_t restart_at_ms;     /* 0: no restart pending */
@@ -129,6 +139,7 @@ struct hd_cluster {
     int n_cancelled, cap_cancelled;
     int64_t last_hb_ms;
     double cpu_seconds;
+    cl_req_t live;             /* list head of requests without their final callback */
     /* encode scratch */
     hd_proto_step_item_t *pitems;
     int cap_pitems;
@@ -178,6 +189,26 @@ static void cl_cell(const hd_cluster_h c, int rank, int *lo, int *hi, int *elo, 
     *hi = (int)((int64_t)(s + 1) * c->cfg.n_layers / c->p.pp);
     *elo = col * per < E ? col * per : E;
     *ehi = (col + 1) * per < E ? (col + 1) * per : E;
+}
+
+/* ---- requests ---- */
+
+static void cl_req_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t finish,
+                            const char *why)
+{
+    cl_req_t *r = user;
+    if (finish == HD_FINISH_CANCELLED && r->shutdown) {
+        finish = HD_FINISH_ERROR;
+        why = "coordinator shutting down; the request may be retried";
+    }
+    if (r->fn != NULL) {
+        r->fn(r->user, id, token, finish, why);
+    }
+    if (finish != HD_FINISH_NONE) {
+        r->prev->next = r->next;
+        r->next->prev = r->prev;
+        hd_free(r);
+    }
 }
 
 /* ---- connections ---- */
@@ -1034,6 +1065,13 @@ static void *cl_main(void *arg)
     for (int col = 0; col < c->p.ep; col++) {
         hd_sched_column_down(c->sched, col, "coordinator shutting down");
     }
+    while (c->live.next != &c->live) { /* still queued: a final callback each */
+        cl_req_t *r = c->live.next;
+        r->shutdown = true;
+        if (hd_sched_cancel(c->sched, r->id) != HD_OK) {
+            cl_req_on_token(r, r->id, -1, HD_FINISH_ERROR, "coordinator shutting down");
+        }
+    }
     hd_proto_msg_t d = {.type = HD_PROTO_DRAIN};
     d.drain = (hd_proto_drain_t){.reason = "coordinator shutting down", .exit_after = true};
     for (int i = 0; i < c->n_conns; i++) {
@@ -1085,6 +1123,11 @@ static hd_status_t cl_listen(hd_cluster_h c, char *err, size_t err_len)
 
 static void cl_free(hd_cluster_h c)
 {
+    while (c->live.next != NULL && c->live.next != &c->live) {
+        cl_req_t *r = c->live.next;
+        c->live.next = r->next;
+        hd_free(r);
+    }
     if (c->listen_fd >= 0) {
         close(c->listen_fd);
     }
@@ -1127,6 +1170,7 @@ hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *c
     }
     c->p = *params;
     c->listen_fd = c->wake_fd = -1;
+    c->live.next = c->live.prev = &c->live;
     pthread_mutexattr_init(&ma);
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&c->lock, &ma);
@@ -1289,8 +1333,27 @@ hd_status_t hd_cluster_submit(hd_cluster_h c, const hd_request_t *req, hd_req_id
             return HD_ERR_INVALID_PARAM;
         }
     }
+    cl_req_t *r = hd_calloc(1, sizeof(*r), "cluster request");
+    if (r == NULL) {
+        return HD_ERR_NO_MEMORY;
+    }
+    hd_request_t q = *req;
+    r->fn = req->on_token;
+    r->user = req->user;
+    q.on_token = cl_req_on_token;
+    q.user = r;
     pthread_mutex_lock(&c->lock);
-    hd_status_t st = c->state == GRID_FAILED ? HD_ERR_REMOTE : hd_sched_submit(c->sched, req, id_p);
+    hd_status_t st = c->state == GRID_FAILED || c->stop ? HD_ERR_REMOTE
+                                                        : hd_sched_submit(c->sched, &q, &r->id);
+    if (st == HD_OK) {
+        r->next = &c->live;
+        r->prev = c->live.prev;
+        c->live.prev->next = r;
+        c->live.prev = r;
+        *id_p = r->id;
+    } else {
+        hd_free(r);
+    }
     pthread_mutex_unlock(&c->lock);
     if (st == HD_OK) {
         cl_wake(c);

@@ -92,8 +92,9 @@ typedef struct {
  */
 hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *cluster_p);
 
-/* Drain nothing: tell the workers to exit, stop local ones, free. Requests still running end
- * with HD_FINISH_ERROR ("shutting down"); waiting ones are dropped without a callback. */
+/* Drain nothing: tell the workers to exit, stop local ones, free. Every request without its
+ * final callback yet gets one, HD_FINISH_ERROR ("coordinator shutting down"), on the cluster
+ * thread before this returns. */
 void hd_cluster_destroy(hd_cluster_h cluster);
 
 /* Serving now (every cell placed and connected)? */

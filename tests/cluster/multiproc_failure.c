@@ -239,6 +239,32 @@ HD_TEST(hand_started_workers_join_and_are_replaced)
     }
 }
 
+/* Requests still queued when the cluster goes away get their final callback (an error). */
+HD_TEST(destroy_ends_queued_requests)
+{
+    char err[800] = "";
+    hd_cluster_h c = NULL;
+    ct_req_t q[3];
+    prepare();
+    hd_cluster_params_t p = {.pp = 1, .ep = 2, .model_dir = model_dir, .err = err,
+                             .err_len = sizeof(err)};
+    HD_CHECK_MSG(hd_cluster_create(&p, &c) == HD_OK, "%s", err);
+    if (c == NULL) {
+        return;
+    }
+    for (int i = 0; i < 3; i++) {
+        q[i] = refs[i];
+        HD_CHECK_INT_EQ(ct_submit(c, &q[i]), HD_OK); /* no worker: they wait */
+    }
+    HD_CHECK_INT_EQ(hd_cluster_cancel(c, q[2].id), HD_OK);
+    hd_cluster_destroy(c);
+    for (int i = 0; i < 3; i++) {
+        HD_CHECK_INT_EQ(q[i].n_final, 1);
+        HD_CHECK_INT_EQ(q[i].finish, i == 2 ? HD_FINISH_CANCELLED : HD_FINISH_ERROR);
+    }
+    HD_CHECK_MSG(strstr(q[0].why, "shutting down") != NULL, "why: %s", q[0].why);
+}
+
 /* ---- bad input on the control port ---- */
 
 static int dial(int port)
