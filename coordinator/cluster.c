@@ -732,11 +732,12 @@ static void cl_on_message(hd_cluster_h c, int idx, cl_conn_t *k, hd_proto_msg_t 
         snprintf(why, sizeof(why), "worker rank %d (%s): %s", k->rank, k->name,
                  m->error.message ? m->error.message : "error");
         hd_error(HD_SUBSYS_SCHED, "%s", why);
-        if (k->rank >= 0 && (c->state == GRID_ASSIGNING || c->state == GRID_CONNECTING)) {
-            k->assigns_answered = k->assigns_sent; /* an assignment refused is answered */
+        if (k->rank >= 0 && c->state == GRID_ASSIGNING && k->assigns_answered < k->assigns_sent) {
+            /* the assignment was refused (model, memory): three in a row and we give up */
+            k->assigns_answered++;
             cl_round_failed(c, why, (hd_status_t)m->error.code);
-        } else if (k->rank >= 0 && c->state == GRID_SERVING) {
-            cl_grid_fail(c, why);
+        } else if (k->rank >= 0 && (c->state == GRID_CONNECTING || c->state == GRID_SERVING)) {
+            cl_grid_fail(c, why); /* peers unreachable or a step failed: place again */
         }
         return;
     case HD_PROTO_DRAIN:

@@ -777,6 +777,10 @@ static hd_status_t wk_session(wk_t *w)
                 hd_proto_msg_destroy(m);
                 return HD_ERR_PROTO;
             }
+            if (m->error.code == HD_ERR_NOT_FOUND) { /* no free cell: stand by, ask again */
+                hd_proto_msg_destroy(m);
+                return HD_ERR_NOT_FOUND;
+            }
             break;
         case HD_PROTO_HEARTBEAT:
             break;
@@ -839,6 +843,10 @@ hd_status_t hd_worker_run(const hd_worker_params_t *p)
         close(w->fd);
         w->fd = -1;
         pthread_mutex_unlock(&w->tx);
+        if (st == HD_ERR_NOT_FOUND && !p->exit_on_disconnect) {
+            sleep(1); /* a spare: the grid is full, ask again later */
+            continue;
+        }
         if (st != HD_ERR_REMOTE || p->exit_on_disconnect || (p->stop && *p->stop)) {
             break;
         }

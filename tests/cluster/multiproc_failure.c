@@ -170,14 +170,19 @@ HD_TEST(step_deadline_catches_a_hang_heartbeats_miss)
 
 /* ---- hand-started workers ---- */
 
-static pid_t spawn_worker(int port)
+static pid_t spawn_worker(int port, bool spare)
 {
     char coord[64];
     snprintf(coord, sizeof(coord), "127.0.0.1:%d", port);
     pid_t pid = fork();
     if (pid == 0) {
-        execl(ct_hadal(), ct_hadal(), "worker", "--coordinator", coord, "--threads", "1",
-              "--exit-on-disconnect", (char *)NULL);
+        if (spare) { /* keeps rejoining when refused or disconnected */
+            execl(ct_hadal(), ct_hadal(), "worker", "--coordinator", coord, "--threads", "1",
+                  (char *)NULL);
+        } else {
+            execl(ct_hadal(), ct_hadal(), "worker", "--coordinator", coord, "--threads", "1",
+                  "--exit-on-disconnect", (char *)NULL);
+        }
         _exit(127);
     }
     return pid;
@@ -193,7 +198,7 @@ static void reap(pid_t pid)
     waitpid(pid, &st, 0);
 }
 
-HD_TEST(hand_started_workers_join_and_are_replaced)
+HD_TEST(hand_started_workers_join_and_a_spare_replaces_a_dead_one)
 {
     char err[800] = "";
     hd_cluster_h c = NULL;
@@ -207,13 +212,15 @@ HD_TEST(hand_started_workers_join_and_are_replaced)
         return;
     }
     HD_CHECK_INT_EQ(hd_cluster_wait_ready(c, 300), HD_ERR_TIMEOUT); /* nobody yet */
-    w[0] = spawn_worker(hd_cluster_port(c));
-    w[1] = spawn_worker(hd_cluster_port(c));
+    w[0] = spawn_worker(hd_cluster_port(c), false);
+    w[1] = spawn_worker(hd_cluster_port(c), false);
     HD_CHECK_INT_EQ(hd_cluster_wait_ready(c, 30000), HD_OK);
+    /* a spare: refused while the grid is full, it keeps asking */
+    w[2] = spawn_worker(hd_cluster_port(c), true);
     check_refs(c, "hand-started");
-    reap(w[0]);
+    usleep(300 * 1000);
+    reap(w[0]); /* the spare takes the free cell */
     w[0] = -1;
-    w[2] = spawn_worker(hd_cluster_port(c)); /* a replacement joins the free cell */
     double t0 = ct_now();
     hd_cluster_stats_t s;
     do {
@@ -223,7 +230,7 @@ HD_TEST(hand_started_workers_join_and_are_replaced)
     HD_CHECK_MSG(s.ready && s.epoch >= 2, "not re-placed: epoch %llu ready %d",
                  (unsigned long long)s.epoch, (int)s.ready);
     check_refs(c, "replacement");
-    hd_cluster_destroy(c); /* tells the workers to exit */
+    hd_cluster_destroy(c); /* tells the workers to exit (Drain), the former spare too */
     for (int i = 0; i < 3; i++) {
         int st;
         if (w[i] <= 0) {
