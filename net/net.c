@@ -12,6 +12,7 @@
 #include "hadal/alloc.h"
 #include "hadal/log.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <time.h>
@@ -77,13 +78,11 @@ int64_t hd_net_now_ms(void)
 
 static const hd_net_transport_t *net_transports[4];
 static const char *net_names[4];
-static int net_n_transports = -1;
+static int net_n_transports;
+static pthread_once_t net_registry_once = PTHREAD_ONCE_INIT;
 
-static void net_registry_init(void)
+static void net_registry_build(void)
 {
-    if (net_n_transports >= 0) {
-        return;
-    }
     const hd_net_transport_t *all[] = {hd_net_ucx_transport(), hd_net_mpi_transport(),
                                        hd_net_tcp_transport()};
     int n = 0;
@@ -96,6 +95,11 @@ static void net_registry_init(void)
     }
     net_names[n] = NULL;
     net_n_transports = n;
+}
+
+static void net_registry_init(void)
+{
+    pthread_once(&net_registry_once, net_registry_build);
 }
 
 static const hd_net_transport_t *net_find(const char *name)
