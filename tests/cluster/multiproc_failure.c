@@ -272,6 +272,35 @@ HD_TEST(destroy_ends_queued_requests)
     HD_CHECK_MSG(strstr(q[0].why, "shutting down") != NULL, "why: %s", q[0].why);
 }
 
+/* Workers that cannot load the model refuse their assignment; after three refused rounds
+ * the cluster gives up and says why instead of restarting them forever. */
+HD_TEST(unloadable_model_is_refused_not_retried_forever)
+{
+    char dir[1300], cfg[1400], cmd[3000], err[800] = "";
+    const char *bd = getenv("HD_BUILD_DIR");
+    hd_cluster_h c = NULL;
+    prepare();
+    snprintf(dir, sizeof(dir), "%s/testdata/config-only-%d", bd ? bd : ".", (int)getpid());
+    snprintf(cfg, sizeof(cfg), "%s/config.json", model_dir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp %s %s/", dir, cfg, dir);
+    HD_CHECK_INT_EQ(system(cmd), 0);
+    hd_cluster_params_t p = {.pp = 1, .ep = 2, .model_dir = dir, .worker_exe = ct_hadal(),
+                             .worker_threads = 1, .err = err, .err_len = sizeof(err)};
+    HD_CHECK_MSG(hd_cluster_create(&p, &c) == HD_OK, "%s", err); /* config.json is fine */
+    if (c != NULL) {
+        double t0 = ct_now();
+        hd_status_t st = hd_cluster_wait_ready(c, 30000);
+        HD_CHECK_MSG(st != HD_OK && st != HD_ERR_TIMEOUT, "wait_ready: %s",
+                     hd_status_string(st));
+        ct_req_t r = refs[0];
+        HD_CHECK_INT_EQ(ct_submit(c, &r), HD_ERR_REMOTE);
+        printf("  gave up after %.2f s: %s\n", ct_now() - t0, hd_status_string(st));
+        hd_cluster_destroy(c);
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    HD_CHECK_INT_EQ(system(cmd), 0);
+}
+
 /* ---- bad input on the control port ---- */
 
 static int dial(int port)

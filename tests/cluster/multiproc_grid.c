@@ -106,3 +106,75 @@ HD_TEST(tiny_b_process_grids_equal_single_engine)
         run_grid(dir, grids[i][0], grids[i][1]);
     }
 }
+
+/* ---- the API from several threads at once ---- */
+
+#define NTHR 4
+#define PER_THR 8
+
+typedef struct {
+    hd_cluster_h c;
+    int t;
+    ct_req_t r[PER_THR];
+    bool cancelled[PER_THR];
+} thr_t;
+
+static void *submitter(void *arg)
+{
+    thr_t *x = arg;
+    for (int i = 0; i < PER_THR; i++) {
+        x->r[i] = reqs[(x->t * PER_THR + i) % NREQ];
+        HD_CHECK_INT_EQ(ct_submit(x->c, &x->r[i]), HD_OK);
+        if ((x->t + i) % 5 == 0) { /* some are cancelled at once, racing the cluster thread */
+            hd_status_t st = hd_cluster_cancel(x->c, x->r[i].id);
+            HD_CHECK_TRUE(st == HD_OK || st == HD_ERR_NOT_FOUND);
+            x->cancelled[i] = true;
+        }
+        hd_cluster_stats_t s;
+        hd_cluster_stats(x->c, &s);
+    }
+    return NULL;
+}
+
+HD_TEST(api_is_thread_safe)
+{
+    char dir[1200];
+    prepare("tiny-a", dir, sizeof(dir));
+    ct_grid_t g = {.pp = 2, .ep = 2, .dir = dir};
+    hd_cluster_h c = ct_cluster(&g);
+    static thr_t thr[NTHR];
+    pthread_t th[NTHR];
+    if (c == NULL) {
+        return;
+    }
+    for (int t = 0; t < NTHR; t++) {
+        memset(&thr[t], 0, sizeof(thr[t]));
+        thr[t].c = c;
+        thr[t].t = t;
+        pthread_create(&th[t], NULL, submitter, &thr[t]);
+    }
+    for (int t = 0; t < NTHR; t++) {
+        pthread_join(th[t], NULL);
+    }
+    for (int t = 0; t < NTHR; t++) {
+        HD_CHECK_MSG(ct_wait_all(thr[t].r, PER_THR, 120), "thread %d: requests not finished", t);
+    }
+    pthread_mutex_lock(&ct_lock);
+    for (int t = 0; t < NTHR; t++) {
+        for (int i = 0; i < PER_THR; i++) {
+            ct_req_t *r = &thr[t].r[i];
+            HD_CHECK_INT_EQ(r->n_final, 1);
+            if (r->finish == HD_FINISH_CANCELLED) {
+                HD_CHECK_TRUE(thr[t].cancelled[i]);
+                continue;
+            }
+            HD_CHECK_MSG(r->n_got == r->n_ref &&
+                             memcmp(r->got, r->ref, sizeof(int32_t) * (size_t)r->n_ref) == 0,
+                         "thread %d request %d: finish %d, %d tokens vs %d", t, i, r->finish,
+                         r->n_got, r->n_ref);
+        }
+    }
+    pthread_mutex_unlock(&ct_lock);
+    HD_CHECK_MSG(ct_wait_stats(c, ct_pred_idle, 10), "workers still hold state");
+    hd_cluster_destroy(c);
+}
