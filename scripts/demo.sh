@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# The main job on a fresh Debian 12 machine: install what is needed, build, generate the
-# built-in tiny model (random weights: its words are noise), and generate from a prompt.
-# Point --model at a real DeepSeek-V4 checkpoint directory to run the real thing:
-#   build/tools/hadal run --model /path/to/DeepSeek-V4-Flash --prompt-ids 0,128803,...
+# The main job on a fresh Debian 12 machine: install what is needed, build, start `hadal serve`
+# (a coordinator and two worker processes on the built-in tiny model, answering the OpenAI and
+# Anthropic HTTP APIs on 127.0.0.1:8000), stream one chat completion with curl, and stop it.
+# The tiny model has random weights: its words are noise. For a real DeepSeek-V4 checkpoint:
+#   build/tools/hadal serve --model /path/to/DeepSeek-V4-Flash --pp 1 --ep 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
-model=build/models/tiny-a
-if [ ! -f "$model/config.json" ]; then
-    build/tools/hadal gen-model --preset tiny-a --seed 1 --out "$model"
-fi
-prompt="Hello from Hadal"
-ids=""
-if ids=$(printf '%s' "$prompt" | build/tools/hadal tokenize 2>/dev/null) && [ -n "$ids" ]; then
-    # the tiny model's vocabulary has 1024 ids: fold the real tokenizer's ids into it
-    ids=$(echo "$ids" | tr ' ,' '\n\n' | grep -E '^[0-9]+$' | awk '{printf "%s%d", (NR>1?",":""), $1 % 1024}')
-else
-    ids="0,17,42,99,512,7,300"
-fi
-echo "prompt ids: $ids"
-echo "generated ids:"
-build/tools/hadal run --model "$model" --prompt-ids "$ids" --max-tokens 24 --temperature 0
+port="${HADAL_PORT:-8000}"
+log="$(mktemp)"
+build/tools/hadal serve --port "$port" 2>"$log" &
+server=$!
+stop() {
+    kill -TERM "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+}
+trap stop EXIT
+for _ in $(seq 1 600); do
+    if curl -sf "http://127.0.0.1:$port/ready" >/dev/null; then
+        break
+    fi
+    if ! kill -0 "$server" 2>/dev/null; then
+        cat "$log" >&2
+        echo "demo: hadal serve exited" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+cat "$log"
+model=$(curl -sf "http://127.0.0.1:$port/v1/models" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+echo "demo: streaming a chat completion from $model (random weights: expect noise)"
+curl -sN "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$model\", \"stream\": true, \"max_tokens\": 24,
+         \"messages\": [{\"role\": \"user\", \"content\": \"Hello from Hadal\"}]}"
+echo "demo: stopping the server"
