@@ -268,8 +268,8 @@ HD_TEST(chat_encode_refusals)
         "[{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": {\"not\": \"array\"}}]",
         "[{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"arguments\": \"{}\"}}]}]",
         "[{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\"}}]}]",
-        "[{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\", "
-        "\"arguments\": \"\\\"str\\\"\"}}]}]",
+        ("[{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\", "
+         "\"arguments\": \"\\\"str\\\"\"}}]}]"),
         "[{\"role\": \"system\", \"tools\": {\"a\": 1}}]",
         "[{\"role\": \"system\", \"tools\": [{\"type\": \"function\"}]}]",
         "[{\"role\": \"tool\", \"tool_call_id\": 7, \"content\": \"x\"}]",
