@@ -35,6 +35,7 @@ typedef struct proto_chunk {
 
 struct hd_proto_arena {
     proto_chunk_t *head;
+    bool oom;        /* an allocation failed (tells out-of-memory apart from bad input) */
 };
 
 #define PROTO_CHUNK_MIN 4096
@@ -50,6 +51,7 @@ static void *proto_arena_alloc(hd_proto_arena_t *arena, size_t size)
         size_t cap = size > PROTO_CHUNK_MIN ? size : PROTO_CHUNK_MIN;
         c = hd_malloc(sizeof(*c) + cap, "proto arena");
         if (c == NULL) {
+            arena->oom = true;
             return NULL;
         }
         c->used = 0;
@@ -382,7 +384,7 @@ static void proto_put_header(uint8_t *h, uint32_t len, uint16_t type)
 
 hd_status_t hd_proto_encode(const hd_proto_msg_t *msg, uint8_t **frame_p, size_t *len_p)
 {
-    hd_proto_arena_t arena = {NULL};
+    hd_proto_arena_t arena = {NULL, false};
     hd_status_t status;
     if (proto_descriptor(msg->type) == NULL) {
         hd_error(HD_SUBSYS_NET, "proto encode: unknown message type %d", (int)msg->type);
@@ -830,6 +832,10 @@ hd_status_t hd_proto_decode(const uint8_t *frame, size_t len, const hd_proto_lim
     ProtobufCMessage *pb =
         protobuf_c_message_unpack(desc, &alloc, len - HD_PROTO_FRAME_HEADER,
                                   frame + HD_PROTO_FRAME_HEADER);
+    if (pb == NULL && msg->arena->oom) {
+        status = HD_ERR_NO_MEMORY;
+        goto err_free_arena;
+    }
     if (pb == NULL) {
         status = proto_bad(err, err_len, "%s frame of %zu bytes does not decode as hadal.v1.%s",
                            hd_proto_type_name(type), len, desc->short_name);

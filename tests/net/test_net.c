@@ -358,6 +358,67 @@ static void run_trunc(const char *t)
 HD_TEST(tcp_truncation_and_deadline) { run_trunc("tcp"); }
 HD_TEST(ucx_truncation_and_deadline) { run_trunc("ucx"); }
 
+/* ---- cancelled receives; an abandoned half-sent message ---- */
+
+static void child_cancel(tu_oob_t *oob, void *arg)
+{
+    hd_net_h net;
+    hd_status_t st = tu_net_open(oob, cur_transport, &net);
+    HD_CHECK_INT_EQ(st, HD_OK);
+    if (st != HD_OK) {
+        return;
+    }
+    if (oob->rank == 0) {
+        /* a receive freed before anything arrived takes nothing away from the next one */
+        uint32_t a = 0, b = 0;
+        hd_net_req_h r1, r2;
+        HD_CHECK_INT_EQ(hd_net_recv(net, 1, 8, &a, sizeof(a), &r1), HD_INPROGRESS);
+        hd_net_req_free(net, r1);
+        HD_CHECK_INT_EQ(hd_net_recv(net, 1, 8, &b, sizeof(b), &r2), HD_INPROGRESS);
+        HD_CHECK_INT_EQ(tu_barrier(oob), 0); /* rank 1 sends after this */
+        HD_CHECK_INT_EQ(hd_net_wait(net, r2, NULL, T_TIMEOUT), HD_OK);
+        HD_CHECK_INT_EQ(b, 0x5eed);
+        HD_CHECK_INT_EQ(a, 0);
+        hd_net_req_free(net, r2);
+    } else {
+        uint32_t v = 0x5eed;
+        HD_CHECK_INT_EQ(tu_barrier(oob), 0);
+        HD_CHECK_INT_EQ(hd_net_send_sync(net, 0, 8, &v, sizeof(v), T_TIMEOUT), HD_OK);
+    }
+    HD_CHECK_INT_EQ(tu_barrier(oob), 0);
+    if (strcmp(cur_transport, "tcp") == 0) {
+        /* tcp: freeing a send that is partly on the wire aborts the connection, so the
+         * receiver sees an error instead of a stream that is out of step */
+        static uint8_t big[16 << 20];
+        if (oob->rank == 1) {
+            hd_net_req_h req = NULL;
+            st = hd_net_send(net, 0, 9, big, sizeof(big), &req);
+            HD_CHECK_INT_EQ(st, HD_INPROGRESS); /* 16 MB do not fit the socket buffers */
+            hd_net_req_free(net, req);
+            HD_CHECK_INT_EQ(hd_net_send_sync(net, 0, 9, big, 4, T_TIMEOUT), HD_ERR_REMOTE);
+            HD_CHECK_INT_EQ(tu_barrier(oob), 0);
+        } else {
+            size_t len = 0;
+            st = hd_net_recv_sync(net, 1, 9, big, sizeof(big), &len, T_TIMEOUT);
+            HD_CHECK_INT_EQ(st, HD_ERR_REMOTE);
+            HD_CHECK_INT_EQ(tu_barrier(oob), 0);
+        }
+    }
+    hd_net_destroy(net);
+}
+
+static void run_cancel(const char *t)
+{
+    if (suite_skip(t)) {
+        return;
+    }
+    cur_transport = t;
+    HD_CHECK_INT_EQ(tu_spawn(2, 20000, child_cancel, NULL), 0);
+}
+
+HD_TEST(tcp_cancel_and_abandon) { run_cancel("tcp"); }
+HD_TEST(ucx_cancel_and_abandon) { run_cancel("ucx"); }
+
 /* ---- peer death: an error, never a hang ---- */
 
 static void child_death(tu_oob_t *oob, void *arg)
@@ -445,7 +506,13 @@ HD_TEST(registry_and_caps)
     p.rank = 0;
     HD_CHECK_INT_EQ(hd_net_create(&p, &net), HD_OK);
     HD_CHECK_TRUE(net != NULL && hd_net_n_ranks(net) == 1);
+    /* preference order: ucx when built, else tcp (mpi only under mpirun) */
+    HD_CHECK_STR_EQ(hd_net_name(net), hd_net_transport_usable("ucx") ? "ucx" : "tcp");
     hd_net_destroy(net);
+    p.required_caps = HD_NET_CAP_COLL; /* only mpi collectives are native */
+    if (!hd_net_transport_usable("mpi")) {
+        HD_CHECK_INT_EQ(hd_net_create(&p, &net), HD_ERR_UNSUPPORTED);
+    }
 }
 
 /* ---- tcp: garbage and unknown ranks on the wire ---- */

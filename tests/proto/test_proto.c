@@ -612,3 +612,35 @@ HD_TEST(fd_recv_errors)
     hd_free(frame);
     close(sv[0]);
 }
+
+HD_TEST(allocation_failures_are_errors)
+{
+    /* every allocation of encode and decode failing in turn: an error, never a crash or leak */
+    hd_proto_msg_t m = sample(HD_PROTO_PLACEMENT);
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    HD_CHECK_INT_EQ(hd_proto_encode(&m, &frame, &len), HD_OK);
+    int ok_dec = 0, nomem_dec = 0, ok_enc = 0, nomem_enc = 0;
+    for (long k = 0; k < 40; k++) {
+        hd_proto_msg_t *d = NULL;
+        hd_alloc_fail_after(k);
+        hd_status_t st = hd_proto_decode(frame, len, NULL, &d, NULL, 0);
+        hd_alloc_fail_after(-1);
+        ok_dec += st == HD_OK;
+        nomem_dec += st == HD_ERR_NO_MEMORY;
+        HD_CHECK_TRUE(st == HD_OK || st == HD_ERR_NO_MEMORY);
+        hd_proto_msg_destroy(d);
+        uint8_t *f2 = NULL;
+        size_t l2 = 0;
+        hd_alloc_fail_after(k);
+        st = hd_proto_encode(&m, &f2, &l2);
+        hd_alloc_fail_after(-1);
+        ok_enc += st == HD_OK;
+        nomem_enc += st == HD_ERR_NO_MEMORY;
+        HD_CHECK_TRUE(st == HD_OK || st == HD_ERR_NO_MEMORY);
+        hd_free(f2);
+    }
+    HD_CHECK_TRUE(nomem_dec > 0 && ok_dec > 0);
+    HD_CHECK_TRUE(nomem_enc > 0 && ok_enc > 0);
+    hd_free(frame);
+}
