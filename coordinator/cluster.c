@@ -20,6 +20,7 @@
 #include "hadal/cluster.h"
 #include "hadal/alloc.h"
 #include "hadal/log.h"
+#include "hadal/plan.h"
 #include "hadal/proto.h"
 
 #include <arpa/inet.h>
@@ -109,6 +110,8 @@ struct hd_cluster {
     char *model_dir, *transport, *listen_host, *worker_exe, *worker_log_level;
     hd_model_config_t cfg;
     int n_ranks;
+    int *layer_lo, *layer_hi; /* [pp]: the planner's stages, or the even split */
+    char placement_how[256];
     pthread_mutex_t lock;      /* recursive: callbacks may re-enter the API */
     pthread_cond_t ready_cond;
     pthread_t thread;
@@ -179,16 +182,66 @@ static int cl_grow(void **arr, int *cap, int need, size_t elem, const char *tag)
     return 0;
 }
 
-/* Layers and experts of a cell: the even split of hd_grid_layer_range and the contiguous
+/* Layers and experts of a cell: the stage ranges chosen at creation and the contiguous
  * expert ranges of hd_grid_expert_owner (worker.h), which the worker-side exchange assumes. */
 static void cl_cell(const hd_cluster_h c, int rank, int *lo, int *hi, int *elo, int *ehi)
 {
     int s = rank / c->p.ep, col = rank % c->p.ep, E = c->cfg.n_routed_experts;
     int per = (E + c->p.ep - 1) / c->p.ep;
-    *lo = (int)((int64_t)s * c->cfg.n_layers / c->p.pp);
-    *hi = (int)((int64_t)(s + 1) * c->cfg.n_layers / c->p.pp);
+    *lo = c->layer_lo[s];
+    *hi = c->layer_hi[s];
     *elo = col * per < E ? col * per : E;
     *ehi = (col + 1) * per < E ? (col + 1) * per : E;
+}
+
+/*
+ * Stage layer ranges: the planner's (hadal/plan.h: balanced by decode cost) for this host's
+ * P x E CPU workers, unless asked for the even split or the planner refuses (then the even
+ * split of hd_grid_layer_range, with a warning). Any split gives the same tokens.
+ */
+static hd_status_t cl_stages(hd_cluster_h c)
+{
+    int pp = c->p.pp;
+    c->layer_lo = hd_calloc((size_t)pp, sizeof(int), "stage ranges");
+    c->layer_hi = hd_calloc((size_t)pp, sizeof(int), "stage ranges");
+    if (c->layer_lo == NULL || c->layer_hi == NULL) {
+        return HD_ERR_NO_MEMORY;
+    }
+    for (int s = 0; s < pp; s++) {
+        c->layer_lo[s] = (int)((int64_t)s * c->cfg.n_layers / pp);
+        c->layer_hi[s] = (int)((int64_t)(s + 1) * c->cfg.n_layers / pp);
+    }
+    snprintf(c->placement_how, sizeof(c->placement_how), "even split");
+    if (c->p.even_split || pp == 1) {
+        return HD_OK;
+    }
+    hd_cluster_t desc;
+    hd_plan_t plan;
+    char err[512] = "";
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    hd_cluster_init(&desc, HD_CLUSTER_CPU);
+    desc.devs_per_node = c->n_ranks;
+    desc.dev_mem = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / (uint64_t)c->n_ranks
+                                        : (uint64_t)1 << 34;
+    desc.pp = pp;
+    desc.ep = c->p.ep;
+    if (hd_plan_make(&c->cfg, &desc, &plan, err, sizeof(err)) != HD_OK) {
+        hd_warn(HD_SUBSYS_SCHED, "planner refused the %dx%d grid (%s); even layer split", pp,
+                c->p.ep, err);
+        return HD_OK;
+    }
+    for (int s = 0; s < pp; s++) {
+        c->layer_lo[s] = plan.stages[s].layer_lo;
+        c->layer_hi[s] = plan.stages[s].layer_hi;
+    }
+    int n = snprintf(c->placement_how, sizeof(c->placement_how), "planner (stage cost max "
+                     "%.3g, mean %.3g):", plan.cost_max, plan.cost_mean);
+    for (int st = 0; st < pp && n > 0 && (size_t)n < sizeof(c->placement_how); st++) {
+        n += snprintf(c->placement_how + n, sizeof(c->placement_how) - (size_t)n, " [%d, %d)",
+                      c->layer_lo[st], c->layer_hi[st]);
+    }
+    hd_plan_cleanup(&plan);
+    return HD_OK;
 }
 
 /* ---- requests ---- */
@@ -1144,6 +1197,8 @@ static void cl_free(hd_cluster_h c)
     hd_sched_destroy(c->sched);
     hd_free(c->conns);
     hd_free(c->slot);
+    hd_free(c->layer_lo);
+    hd_free(c->layer_hi);
     hd_free(c->local);
     hd_free(c->flight);
     hd_free(c->cancelled);
@@ -1201,6 +1256,10 @@ hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *c
         goto fail;
     }
     c->n_ranks = params->pp * params->ep;
+    st = cl_stages(c);
+    if (st != HD_OK) {
+        goto fail;
+    }
 #define CL_DEF(f, v) c->p.f = c->p.f > 0 ? c->p.f : (v)
     CL_DEF(max_running, 64);
     CL_DEF(max_waiting, 256);
@@ -1249,8 +1308,8 @@ hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *c
         st = HD_ERR_NO_MEMORY;
         goto fail;
     }
-    hd_info(HD_SUBSYS_SCHED, "coordinator for a %dx%d grid on %s:%d", params->pp, params->ep,
-            c->listen_host, c->port);
+    hd_info(HD_SUBSYS_SCHED, "coordinator for a %dx%d grid on %s:%d, layers by %s", params->pp,
+            params->ep, c->listen_host, c->port, c->placement_how);
     *cluster_p = c;
     return HD_OK;
 fail:
@@ -1421,4 +1480,10 @@ pid_t hd_cluster_worker_pid(hd_cluster_h c, int rank)
     }
     pthread_mutex_unlock(&c->lock);
     return pid;
+}
+
+void hd_cluster_stage_layers(hd_cluster_h c, int stage, int *lo_p, int *hi_p)
+{
+    *lo_p = stage >= 0 && stage < c->p.pp ? c->layer_lo[stage] : 0;
+    *hi_p = stage >= 0 && stage < c->p.pp ? c->layer_hi[stage] : 0;
 }

@@ -43,6 +43,8 @@ typedef struct {
     int numerics;                /* hd_numerics_t: 0 official (default), 1 plain */
     const char *transport;       /* workers' data plane: "tcp" (default), "ucx", "mpi" */
     bool load_mtp;               /* last stage binds the MTP block */
+    bool even_split;             /* stages get n_layers / pp layers each, not the planner's
+                                    cost-balanced ranges (hadal/plan.h) */
     /* control port */
     const char *listen_host;     /* NULL = "127.0.0.1" (others are logged as a warning) */
     int listen_port;             /* 0 = any free port (hd_cluster_port) */
@@ -126,5 +128,8 @@ const hd_model_config_t *hd_cluster_config(hd_cluster_h cluster);
 
 /* Process id of the local worker of grid @rank, or -1 (none running / not local). */
 pid_t hd_cluster_worker_pid(hd_cluster_h cluster, int rank);
+
+/* Main layers [*@lo_p, *@hi_p) of @stage in this cluster's placement. */
+void hd_cluster_stage_layers(hd_cluster_h cluster, int stage, int *lo_p, int *hi_p);
 
 #endif /* HADAL_CLUSTER_H */

@@ -21,6 +21,16 @@ static void run_grid(const char *dir, int pp, int ep)
         return;
     }
     double t_up = ct_now() - t0;
+    /* the stages partition the layers (the planner's cost-balanced ranges) */
+    for (int st = 0, prev = 0; st < pp; st++) {
+        int lo, hi;
+        hd_cluster_stage_layers(c, st, &lo, &hi);
+        HD_CHECK_MSG(lo == prev && hi > lo, "stage %d: layers [%d, %d)", st, lo, hi);
+        prev = hi;
+        if (st == pp - 1) {
+            HD_CHECK_INT_EQ(hi, hd_cluster_config(c)->n_layers);
+        }
+    }
     for (int i = 0; i < NREQ; i++) {
         HD_CHECK_INT_EQ(ct_submit(c, &reqs[i]), HD_OK);
     }
