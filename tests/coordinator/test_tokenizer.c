@@ -14,6 +14,7 @@
 #include "hadal/json.h"
 #include "hadal/tokenizer.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -534,4 +535,56 @@ HD_TEST(tok_find_order)
     /* nothing anywhere */
     hd_tok_search_t none = {.model_dir = "/nonexistent"};
     HD_CHECK_INT_EQ(hd_tok_find(&none, path, sizeof(path)), HD_ERR_NOT_FOUND);
+}
+
+/* ---- concurrency ---- */
+
+typedef struct {
+    hd_tok_h tok;
+    const tok_corpus_t *c;
+    size_t first;      /* case to start at (threads walk the corpus in different orders) */
+    size_t n_bad;      /* cases whose ids differ */
+    size_t n_tokens;   /* ids produced */
+} tok_worker_t;
+
+static void *tok_worker(void *arg)
+{
+    tok_worker_t *w = arg;
+    hd_tok_ids_t ids;
+    hd_tok_ids_init(&ids);
+    for (size_t k = 0; k < w->c->n; k++) {
+        const tok_case_t *tc = &w->c->cases[(w->first + k) % w->c->n];
+        ids.n = 0;
+        if (hd_tok_encode(w->tok, tc->data, tc->len, 0, &ids) != HD_OK || ids.n != tc->n_ids ||
+            (ids.n > 0 && memcmp(ids.ids, tc->ids, ids.n * sizeof(int32_t)) != 0)) {
+            w->n_bad++;
+        }
+        w->n_tokens += ids.n;
+    }
+    hd_tok_ids_cleanup(&ids);
+    return NULL;
+}
+
+/* One tokenizer, more threads than word caches (4): every thread still gets HF's ids. */
+HD_TEST(tok_concurrent_encode)
+{
+    tok_corpus_t c;
+    if (!corpus_load("v4", &c)) {
+        return;
+    }
+    hd_tok_h tok = tok_open("v4");
+    enum { N_THREADS = 6 };
+    pthread_t th[N_THREADS];
+    tok_worker_t w[N_THREADS];
+    for (int i = 0; tok != NULL && i < N_THREADS; i++) {
+        w[i] = (tok_worker_t){.tok = tok, .c = &c, .first = (size_t)i * c.n / N_THREADS};
+        HD_CHECK_TRUE(pthread_create(&th[i], NULL, tok_worker, &w[i]) == 0);
+    }
+    for (int i = 0; tok != NULL && i < N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        HD_CHECK_MSG(w[i].n_bad == 0, "thread %d: %zu cases differ", i, w[i].n_bad);
+        HD_CHECK_TRUE(w[i].n_tokens == w[0].n_tokens);
+    }
+    hd_tok_destroy(tok);
+    corpus_free(&c);
 }
