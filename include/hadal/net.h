@@ -64,8 +64,9 @@ typedef struct {
 #define HD_NET_TAG_USER_MAX (1u << 30)
 
 typedef struct {
-    const char *transport;  /* "tcp", "ucx", "mpi"; NULL or "auto": first usable in order
-                               ucx, tcp (mpi is chosen only by name or under mpirun) */
+    const char *transport;  /* "tcp", "ucx", "mpi"; NULL or "auto": the first usable one
+                               with required_caps in the order ucx, mpi, tcp (mpi is usable
+                               only when launched by mpirun) */
     int rank;               /* this process, [0, n_ranks); -1 with mpi: MPI_COMM_WORLD rank */
     int n_ranks;            /* world size; 0 with mpi: MPI_COMM_WORLD size */
     const char *bind_host;  /* tcp: address to listen on; NULL = "127.0.0.1" (a public
@@ -73,7 +74,10 @@ typedef struct {
     int bind_port;          /* tcp: 0 = any free port */
     uint64_t max_msg_bytes; /* incoming messages above this are refused; 0 = transport max */
     uint32_t required_caps; /* HD_NET_CAP_* the chosen transport must have ("auto" skips
-                               others; a named one without them is HD_ERR_UNSUPPORTED) */
+                               others; a named one without them is HD_ERR_UNSUPPORTED).
+                               ucx: PEER_FAILURE switches its endpoints to UCX's peer error
+                               mode, which UCX 1.13 offers over TCP only (no shared memory);
+                               without it a dead peer may only show as HD_ERR_TIMEOUT */
 } hd_net_params_t;
 
 /* ---- transports ---- */
@@ -166,9 +170,12 @@ int hd_net_group_index(hd_net_group_h grp); /* this rank's index in the group */
 /*
  * All-to-all with per-peer byte counts (the MoE dispatch and combine): member i sends
  * @send_counts[j] bytes from @sendbuf + @send_displs[j] to member j, which receives them at
- * @recvbuf + @recv_displs[i], exactly @recv_counts[i] bytes (both sides must agree: a
- * mismatch is HD_ERR_PROTO). Counts may be zero. Blocks until done or @timeout_ms.
- * Arrays are indexed by group index. Collective: every member calls it, in the same order.
+ * @recvbuf + @recv_displs[i], exactly @recv_counts[i] bytes. Both sides must agree: on tcp and
+ * ucx a mismatch is HD_ERR_PROTO (or HD_ERR_TIMEOUT on tcp when only one side expects a block
+ * of 64 KiB or more); mpi reports a block larger than expected and does not notice a smaller
+ * one. Counts may be zero. Blocks until done or @timeout_ms. Arrays are indexed by group
+ * index. Collective: every member calls it, in the same order. @sendbuf and @recvbuf must not
+ * overlap.
  */
 hd_status_t hd_net_alltoallv(hd_net_h net, hd_net_group_h grp, const void *sendbuf,
                              const size_t *send_counts, const size_t *send_displs,
