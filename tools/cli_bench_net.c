@@ -8,8 +8,10 @@
  * once to every rank owning one of its experts; combine sends one row back per received row.
  * "ours" times the hd_net path the engine uses: an alltoall of the counts, the dispatch
  * alltoallv, the combine alltoallv. The floor is a plain MPI_Alltoallv of exactly the same
- * bytes (dispatch + combine, counts known in advance). Per iteration the slowest rank's time
- * counts; the median over iterations is reported. With ucx in the list and ucx_perftest on
+ * bytes (dispatch + combine, counts known in advance), timed alternately with ours. The
+ * launcher runs mpirun twice: ucx and mpi against Open MPI's default path (shared memory),
+ * tcp against Open MPI forced onto TCP, so each meets the floor of its own kind of link. Per
+ * iteration the slowest rank's time counts; medians over iterations are reported. With ucx in the list and ucx_perftest on
  * PATH, rank 0 also reports ucx_perftest tag_bw between two processes for the same per-peer
  * message size, as UCX's own point-to-point ceiling on this machine.
  */
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define BN_TIMEOUT_MS 120000
@@ -360,6 +363,11 @@ static int bn_child(const bn_opts_t *o)
                "floor = plain MPI_Alltoallv of the same dispatch + combine bytes, timed in "
                "alternation;\nmedians of the slowest rank; ratio = median of per-iteration "
                "ours/floor\n\n");
+        const char *btl = getenv("OMPI_MCA_btl");
+        printf("MPI floor transport: %s\n\n",
+               btl != NULL && strstr(btl, "tcp") != NULL && strstr(btl, "vader") == NULL
+                   ? "TCP loopback (OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,tcp)"
+                   : "Open MPI default (shared memory on one host)");
         printf("%-5s %7s %12s %12s %12s %7s %10s\n", "net", "tokens", "bytes/rank", "ours us",
                "floor us", "ratio", "ours GB/s");
     }
@@ -510,7 +518,8 @@ int hd_cli_bench_alltoall(int argc, char **argv)
                         "for its bootstrap and floor\n");
         return 1;
     }
-    /* re-launch under mpirun with the same arguments */
+    /* re-launch under mpirun: tcp against MPI over TCP, the rest against MPI's default
+     * (shared memory), so every transport meets the floor of the same kind of link */
     char self[PATH_MAX];
     ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (l <= 0) {
@@ -518,25 +527,65 @@ int hd_cli_bench_alltoall(int argc, char **argv)
         return 1;
     }
     self[l] = '\0';
-    char np[16];
-    snprintf(np, sizeof(np), "%d", o.np);
-    char *args[64];
-    int k = 0;
-    args[k++] = "mpirun";
-    args[k++] = "-np";
-    args[k++] = np;
-    args[k++] = "--oversubscribe";
-    if (geteuid() == 0) {
-        args[k++] = "--allow-run-as-root";
+    char tcp_list[128] = "", other_list[128] = "";
+    char list[128];
+    snprintf(list, sizeof(list), "%s", o.transports);
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t != NULL;
+         t = strtok_r(NULL, ",", &save)) {
+        char *dst = strcmp(t, "tcp") == 0 ? tcp_list : other_list;
+        size_t used = strlen(dst);
+        snprintf(dst + used, sizeof(tcp_list) - used, "%s%s", used ? "," : "", t);
     }
-    args[k++] = self;
-    args[k++] = "bench";
-    for (int i = 0; i < argc && k < 63; i++) {
-        args[k++] = argv[i];
+    int rc = 0;
+    for (int run = 0; run < 2; run++) {
+        const char *which = run == 0 ? other_list : tcp_list;
+        if (which[0] == '\0') {
+            continue;
+        }
+        char np[16];
+        snprintf(np, sizeof(np), "%d", o.np);
+        char *args[80];
+        int k = 0;
+        args[k++] = "mpirun";
+        args[k++] = "-np";
+        args[k++] = np;
+        args[k++] = "--oversubscribe";
+        if (geteuid() == 0) {
+            args[k++] = "--allow-run-as-root";
+        }
+        if (run == 1) {
+            args[k++] = "-x";
+            args[k++] = "OMPI_MCA_pml=ob1";
+            args[k++] = "-x";
+            args[k++] = "OMPI_MCA_btl=self,tcp";
+        }
+        args[k++] = self;
+        args[k++] = "bench";
+        for (int i = 0; i < argc && k < 76; i++) {
+            if (strcmp(argv[i], "--transports") == 0 && i + 1 < argc) {
+                i++;
+                continue;
+            }
+            args[k++] = argv[i];
+        }
+        args[k++] = "--transports";
+        args[k++] = (char *)which;
+        args[k] = NULL;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execvp("mpirun", args);
+            perror("hadal bench alltoall: mpirun");
+            _exit(127);
+        }
+        int status = 0;
+        if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
+            rc = 1;
+        }
+        if (run == 0 && tcp_list[0] != '\0') {
+            printf("\n");
+        }
     }
-    args[k] = NULL;
-    fflush(stdout);
-    execvp("mpirun", args);
-    perror("hadal bench alltoall: mpirun");
-    return 1;
+    return rc;
 }
