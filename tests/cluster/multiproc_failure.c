@@ -424,3 +424,98 @@ HD_TEST(bad_input_on_control_port_is_refused)
     HD_CHECK_TRUE(s.ready);
     hd_cluster_destroy(c);
 }
+
+/* ---- bad input from a "coordinator": the worker process survives it ---- */
+
+static int listen_any(int *port_p)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t sl = sizeof(sin);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 4) != 0) {
+        return -1;
+    }
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    *port_p = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* Exit status of @pid within @s seconds: >= 0 its code, -2 killed by a signal, -1 still up. */
+static int exit_code(pid_t pid, double s)
+{
+    int st;
+    double t0 = ct_now();
+    while (ct_now() - t0 < s) {
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+        }
+        usleep(10000);
+    }
+    return -1;
+}
+
+HD_TEST(worker_survives_a_bad_coordinator)
+{
+    char err[256];
+    int port = 0, lfd = listen_any(&port);
+    HD_CHECK_TRUE(lfd >= 0);
+    if (lfd < 0) {
+        return;
+    }
+    /* 1. garbage after the handshake: the worker drops the connection and exits cleanly
+     *    (it was started with --exit-on-disconnect; without, it would rejoin) */
+    pid_t w = spawn_worker(port, false);
+    int fd = accept(lfd, NULL, NULL);
+    HD_CHECK_INT_EQ(hd_proto_handshake_server(fd, HD_PROTO_ROLE_COORDINATOR, "test", 5000, NULL,
+                                              err, sizeof(err)), HD_OK);
+    hd_proto_msg_t *m = NULL;
+    HD_CHECK_INT_EQ(hd_proto_fd_recv(fd, NULL, 5000, &m, err, sizeof(err)), HD_OK);
+    HD_CHECK_TRUE(m != NULL && m->type == HD_PROTO_REGISTER);
+    hd_proto_msg_destroy(m);
+    static const uint8_t junk[] = {12, 0, 0, 0, HD_PROTO_PLACEMENT, 0, 0xde, 0xad, 0xbe, 0xef,
+                                   0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef};
+    HD_CHECK_TRUE(write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+    /* a whole frame whose payload is not a Placement: logged, the connection dropped */
+    HD_CHECK_INT_EQ(exit_code(w, 10), 1);
+    close(fd);
+    /* 2. a well-formed placement that cannot be carried out: refused with an Error, worker up */
+    w = spawn_worker(port, false);
+    fd = accept(lfd, NULL, NULL);
+    HD_CHECK_INT_EQ(hd_proto_handshake_server(fd, HD_PROTO_ROLE_COORDINATOR, "test", 5000, NULL,
+                                              err, sizeof(err)), HD_OK);
+    HD_CHECK_INT_EQ(hd_proto_fd_recv(fd, NULL, 5000, &m, err, sizeof(err)), HD_OK);
+    hd_proto_msg_destroy(m);
+    hd_proto_msg_t pl = {.type = HD_PROTO_PLACEMENT};
+    pl.placement = (hd_proto_placement_t){.rank = 0, .pp = 1, .ep = 1, .layer_hi = 1,
+                                          .model_dir = "/nonexistent", .epoch = 1};
+    HD_CHECK_INT_EQ(hd_proto_fd_send(fd, &pl, 2000), HD_OK);
+    m = NULL;
+    HD_CHECK_INT_EQ(hd_proto_fd_recv(fd, NULL, 10000, &m, err, sizeof(err)), HD_OK);
+    HD_CHECK_TRUE(m != NULL && m->type == HD_PROTO_ERROR);
+    hd_proto_msg_destroy(m);
+    HD_CHECK_INT_EQ(exit_code(w, 0.3), -1); /* still up */
+    /* 3. a step batch for an epoch it does not serve is ignored; then a clean drain */
+    hd_proto_msg_t sb = {.type = HD_PROTO_STEP_BATCH};
+    int32_t tok = 1;
+    hd_proto_step_item_t it = {.seq_id = 1, .n_tokens = 1, .tokens = &tok, .first = true};
+    sb.step_batch = (hd_proto_step_batch_t){.step_id = 1, .epoch = 7, .n_items = 1, .items = &it};
+    HD_CHECK_INT_EQ(hd_proto_fd_send(fd, &sb, 2000), HD_OK);
+    hd_proto_msg_t d = {.type = HD_PROTO_DRAIN};
+    d.drain = (hd_proto_drain_t){.exit_after = true};
+    HD_CHECK_INT_EQ(hd_proto_fd_send(fd, &d, 2000), HD_OK);
+    HD_CHECK_INT_EQ(exit_code(w, 10), 0);
+    close(fd);
+    /* 4. a coordinator of another major version: refused, the worker exits */
+    w = spawn_worker(port, false);
+    fd = accept(lfd, NULL, NULL);
+    HD_CHECK_INT_EQ(hd_proto_fd_recv(fd, NULL, 5000, &m, err, sizeof(err)), HD_OK);
+    hd_proto_msg_destroy(m);
+    hd_proto_msg_t rep = {.type = HD_PROTO_HELLO_REPLY};
+    rep.hello_reply = (hd_proto_hello_reply_t){.accepted = true, .major = 99};
+    HD_CHECK_INT_EQ(hd_proto_fd_send(fd, &rep, 2000), HD_OK);
+    HD_CHECK_INT_EQ(exit_code(w, 10), 1);
+    close(fd);
+    close(lfd);
+    reap(w);
+}
