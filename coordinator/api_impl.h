@@ -41,6 +41,7 @@ typedef struct {
     bool thinking;              /* prompt ends in <think>: output starts with reasoning */
     bool chat;                  /* output goes through the DSML/reasoning parser */
     bool tools;                 /* tools were offered */
+    bool ignore_eos;            /* keep generating after EOS (benchmarks; vLLM's extension) */
     hd_tok_ids_t prompt;        /* prompt ids (tokenizer vocabulary) */
 } api_request_t;
 

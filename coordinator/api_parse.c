@@ -94,6 +94,7 @@ static const field_t chat_fields[] = {
     {"metadata", T_OBJ | T_NULL},
     {"store", T_BOOL | T_NULL},
     {"service_tier", T_STR | T_NULL},
+    {"ignore_eos", T_BOOL | T_NULL},
     {NULL, 0},
 };
 
@@ -118,6 +119,7 @@ static const field_t completion_fields[] = {
     {"presence_penalty", T_NUM | T_NULL},
     {"logit_bias", T_OBJ | T_NULL},
     {"user", T_STR | T_NULL},
+    {"ignore_eos", T_BOOL | T_NULL},
     {NULL, 0},
 };
 
@@ -285,6 +287,7 @@ static bool parse_sampling(const hd_json_t *root, int max_n, bool anthropic, api
         }
         r->n = (int)i;
     }
+    hd_json_get_bool(root, "ignore_eos", &r->ignore_eos);
     static const char *const unsupported[] = {"frequency_penalty", "presence_penalty"};
     for (size_t k = 0; k < 2; k++) {
         if (present(root, unsupported[k]) && hd_json_get_num(root, unsupported[k], &d) &&

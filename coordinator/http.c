@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <strings.h>
@@ -1133,7 +1134,8 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
     for (int i = 0; i < r->n && st == HD_OK; i++) {
         api_choice_t *c = &j->ch[i];
         hd_api_gen_t g = {.prompt = r->prompt.ids, .n_prompt = (int64_t)r->prompt.n,
-                          .max_tokens = max_tokens, .stop_ids = &s->model_eos, .n_stop = 1,
+                          .max_tokens = max_tokens, .stop_ids = &s->model_eos,
+                          .n_stop = r->ignore_eos ? 0 : 1,
                           .sampling = r->sampling, .forced = forced, .n_forced = n_forced,
                           .on_token = backend_on_token, .user = c};
         g.sampling.seed = seed0 + (uint64_t)i;
@@ -1174,6 +1176,9 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
     struct bufferevent *bev = evhttp_connection_get_bufferevent(j->conn);
     evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
     if (fd >= 0) {
+        /* tokens are small writes: without this, Nagle + delayed ACK add ~40 ms */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         j->watch = event_new(s->base, fd, EV_READ | EV_PERSIST, job_watch_cb, j);
         if (j->watch != NULL) {
             event_add(j->watch, NULL);
