@@ -308,6 +308,79 @@ static void run_alltoallv(const char *t)
 HD_TEST(tcp_alltoallv_uneven) { run_alltoallv("tcp"); }
 HD_TEST(ucx_alltoallv_uneven) { run_alltoallv("ucx"); }
 
+/* ---- many back-to-back alltoallvs with random counts (eager and rendezvous mixed) ---- */
+
+#define STRESS_N 6
+#define STRESS_ROUNDS 24
+
+static size_t stress_count(int from, int to, int round)
+{
+    uint64_t x = (uint64_t)(from * 131 + to * 17 + round * 7919) * 0x9e3779b97f4a7c15ull;
+    x ^= x >> 31;
+    switch (x % 5) {
+    case 0: return 0;
+    case 1: return (size_t)(x >> 40) % 300;
+    case 2: return (64u << 10) - 1 + (size_t)(x >> 40) % 3; /* around the threshold */
+    case 3: return (size_t)(x >> 40) % (200u << 10);
+    default: return (size_t)(x >> 40) % 4096;
+    }
+}
+
+static void child_stress(tu_oob_t *oob, void *arg)
+{
+    hd_net_h net;
+    hd_status_t st = tu_net_open(oob, cur_transport, &net);
+    HD_CHECK_INT_EQ(st, HD_OK);
+    if (st != HD_OK) {
+        return;
+    }
+    int all[STRESS_N] = {0, 1, 2, 3, 4, 5}, me = oob->rank;
+    hd_net_group_h grp;
+    HD_CHECK_INT_EQ(hd_net_group_create(net, all, STRESS_N, &grp), HD_OK);
+    size_t bad = 0;
+    for (int round = 0; round < STRESS_ROUNDS && hd_test_failures == 0; round++) {
+        size_t sc[STRESS_N], sd[STRESS_N], rc[STRESS_N], rd[STRESS_N], st_ = 0, rt = 0;
+        for (int j = 0; j < STRESS_N; j++) {
+            sc[j] = stress_count(me, j, round);
+            rc[j] = stress_count(j, me, round);
+            sd[j] = st_;
+            rd[j] = rt;
+            st_ += sc[j];
+            rt += rc[j];
+        }
+        uint8_t *s = malloc(st_ + 1), *r = malloc(rt + 1);
+        for (int j = 0; j < STRESS_N; j++) {
+            for (size_t k = 0; k < sc[j]; k++) {
+                s[sd[j] + k] = pat((uint64_t)me, (uint64_t)j, k * 3 + (size_t)round);
+            }
+        }
+        HD_CHECK_INT_EQ(hd_net_alltoallv(net, grp, s, sc, sd, r, rc, rd, T_TIMEOUT), HD_OK);
+        for (int j = 0; j < STRESS_N; j++) {
+            for (size_t k = 0; k < rc[j]; k++) {
+                bad += r[rd[j] + k] != pat((uint64_t)j, (uint64_t)me, k * 3 + (size_t)round);
+            }
+        }
+        free(s);
+        free(r);
+    }
+    HD_CHECK_INT_EQ(bad, 0);
+    HD_CHECK_INT_EQ(hd_net_barrier(net, grp, T_TIMEOUT), HD_OK);
+    hd_net_group_destroy(net, grp);
+    hd_net_destroy(net);
+}
+
+static void run_stress(const char *t)
+{
+    if (suite_skip(t)) {
+        return;
+    }
+    cur_transport = t;
+    HD_CHECK_INT_EQ(tu_spawn(STRESS_N, 25000, child_stress, NULL), 0);
+}
+
+HD_TEST(tcp_alltoallv_stress) { run_stress("tcp"); }
+HD_TEST(ucx_alltoallv_stress) { run_stress("ucx"); }
+
 /* ---- truncation and deadlines ---- */
 
 static void child_trunc(tu_oob_t *oob, void *arg)
