@@ -19,6 +19,7 @@ int hd_cli_bench_alltoall(int argc, char **argv); /* cli_bench_net.c: MoE all-to
 int hd_cli_tokenize(int argc, char **argv);     /* cli_tok.c: text -> ids */
 int hd_cli_detokenize(int argc, char **argv);   /* cli_tok.c: ids -> text */
 int hd_cli_chat_template(int argc, char **argv); /* cli_tok.c: messages JSON -> prompt */
+int hd_cli_bench_tok(int argc, char **argv);     /* cli_tok.c: tokenizer tokens/s */
 int hd_cli_serve(int argc, char **argv);        /* cli_serve.c: coordinator + local workers */
 int hd_cli_coordinator(int argc, char **argv);  /* cli_serve.c: coordinator alone */
 int hd_cli_worker(int argc, char **argv);       /* cli_serve.c: one worker process */

@@ -888,6 +888,7 @@ int hd_cli_bench(int argc, char **argv)
         {"prefill", bench_prefill, "engine prefill tokens/s against peak FLOP/s"},
         {"alltoall", hd_cli_bench_alltoall, "MoE dispatch+combine per transport against MPI"},
         {"cluster", hd_cli_bench_cluster, "process grid vs one engine; coordinator CPU/step"},
+        {"tokenize", hd_cli_bench_tok, "tokenizer tokens/s: whole text, per line, N threads"},
     };
     size_t n = sizeof(subs) / sizeof(subs[0]);
     if (argc >= 2) {

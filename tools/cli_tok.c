@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,5 +525,163 @@ out:
     hd_free(tools_text);
     hd_free(rf_text);
     hd_chat_numbers_destroy(nums);
+    return rc;
+}
+
+/* ---- hadal bench tokenize ---- */
+
+static const char bench_tok_usage[] =
+    "usage: hadal bench tokenize [--tokenizer FILE | --model DIR] [--file FILE] [--runs N]\n"
+    "                            [--threads N]\n"
+    "Encode a text (FILE, default stdin) with the C tokenizer and print tokens/s: the whole\n"
+    "text as one call, each line as its own call, and the lines shared out over N threads\n"
+    "(one tokenizer, as a server uses it). Best of N runs (default 3). For the comparison\n"
+    "with Hugging Face tokenizers on the standard corpus see bench/tokenizer_bench.sh.\n";
+
+typedef struct {
+    hd_tok_h tok;
+    const char *data; /* the text */
+    size_t from, to;  /* byte range of whole lines this worker encodes */
+    size_t tokens;    /* ids produced */
+    int failed;
+} bench_tok_job_t;
+
+static void *bench_tok_lines(void *arg)
+{
+    bench_tok_job_t *j = arg;
+    hd_tok_ids_t ids;
+    size_t pos = j->from;
+    hd_tok_ids_init(&ids);
+    while (pos < j->to) {
+        const char *nl = memchr(j->data + pos, '\n', j->to - pos);
+        size_t end = nl ? (size_t)(nl - j->data) : j->to;
+        ids.n = 0;
+        if (hd_tok_encode(j->tok, j->data + pos, end - pos, 0, &ids) != HD_OK) {
+            j->failed = 1;
+            break;
+        }
+        j->tokens += ids.n;
+        pos = end + 1;
+    }
+    hd_tok_ids_cleanup(&ids);
+    return NULL;
+}
+
+/* Lines of @data over @n_threads threads; returns seconds, total tokens in *tokens_p. */
+static double bench_tok_threads(hd_tok_h tok, const char *data, size_t len, int n_threads,
+                                size_t *tokens_p, int *failed_p)
+{
+    bench_tok_job_t jobs[64];
+    pthread_t th[64];
+    size_t from = 0;
+    for (int i = 0; i < n_threads; i++) {
+        size_t to = i + 1 == n_threads ? len : len / (size_t)n_threads * (size_t)(i + 1);
+        const char *nl = to < len ? memchr(data + to, '\n', len - to) : NULL;
+        to = to < len ? (nl ? (size_t)(nl - data) + 1 : len) : len;
+        if (to < from) {
+            to = from;
+        }
+        jobs[i] = (bench_tok_job_t){.tok = tok, .data = data, .from = from, .to = to};
+        from = to;
+    }
+    double t0 = cli_now();
+    int started = 0;
+    for (int i = 0; i < n_threads; i++) {
+        if (pthread_create(&th[i], NULL, bench_tok_lines, &jobs[i]) != 0) {
+            jobs[i].failed = 1;
+            break;
+        }
+        started++;
+    }
+    *tokens_p = 0;
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+    }
+    double dt = cli_now() - t0;
+    for (int i = 0; i < n_threads; i++) {
+        *tokens_p += jobs[i].tokens;
+        *failed_p |= jobs[i].failed;
+    }
+    return dt;
+}
+
+int hd_cli_bench_tok(int argc, char **argv)
+{
+    tok_cli_opts_t o = {0};
+    const char *file = NULL;
+    int runs = 3, threads = 1, failed = 0, rc = 1;
+    char *data = NULL;
+    size_t len = 0;
+    hd_tok_h tok = NULL;
+    hd_tok_ids_t ids;
+
+    for (int i = 1; i < argc; i++) {
+        bool has_val = i + 1 < argc;
+        if (cli_tok_opt(&o, argc, argv, &i)) {
+            continue;
+        } else if (strcmp(argv[i], "--file") == 0 && has_val) {
+            file = argv[++i];
+        } else if (strcmp(argv[i], "--runs") == 0 && has_val) {
+            runs = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--threads") == 0 && has_val) {
+            threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(bench_tok_usage, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "hadal bench tokenize: unknown option '%s'\n%s", argv[i],
+                    bench_tok_usage);
+            return 2;
+        }
+    }
+    if (runs < 1 || threads < 1 || threads > 64) {
+        fprintf(stderr, "hadal bench tokenize: --runs >= 1, --threads 1..64\n");
+        return 2;
+    }
+    if (file != NULL) {
+        if (hd_file_read_all(file, CLI_MAX_INPUT, &data, &len) != HD_OK) {
+            fprintf(stderr, "hadal bench tokenize: cannot read %s\n", file);
+            return 1;
+        }
+    } else if (cli_read_all(stdin, &data, &len) != 0) {
+        return 1;
+    }
+    double t0 = cli_now();
+    if (cli_tok_open(&o, &tok) != 0) {
+        goto out;
+    }
+    printf("tokenizer %s loaded in %.3f s; text %zu bytes\n", hd_tok_path(tok), cli_now() - t0,
+           len);
+    hd_tok_ids_init(&ids);
+    double best = 0;
+    for (int r = 0; r < runs; r++) {
+        ids.n = 0;
+        t0 = cli_now();
+        if (hd_tok_encode(tok, data, len, 0, &ids) != HD_OK) {
+            hd_tok_ids_cleanup(&ids);
+            goto out;
+        }
+        double dt = cli_now() - t0;
+        best = r == 0 || dt < best ? dt : best;
+    }
+    printf("whole text, 1 thread:  %zu tokens in %.3f s: %.0f tokens/s, %.1f MB/s\n", ids.n,
+           best, ids.n / best, len / best / 1e6);
+    hd_tok_ids_cleanup(&ids);
+    int counts[2] = {1, threads};
+    for (int c = 0; c < (threads > 1 ? 2 : 1); c++) {
+        size_t tokens = 0;
+        best = 0;
+        for (int r = 0; r < runs; r++) {
+            double dt = bench_tok_threads(tok, data, len, counts[c], &tokens, &failed);
+            best = r == 0 || dt < best ? dt : best;
+        }
+        printf("per line, %d thread%s %zu tokens in %.3f s: %.0f tokens/s, %.1f MB/s\n",
+               counts[c], counts[c] == 1 ? ": " : "s:", tokens, best, tokens / best,
+               len / best / 1e6);
+    }
+    rc = failed ? 1 : 0;
+out:
+    hd_tok_destroy(tok);
+    hd_free(data);
     return rc;
 }

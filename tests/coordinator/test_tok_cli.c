@@ -149,3 +149,20 @@ HD_TEST(cli_chat_template)
     HD_CHECK_TRUE(run(cmd, &out) != 0);
     hd_buf_cleanup(&out);
 }
+
+HD_TEST(cli_bench_tokenize)
+{
+    NEED_HADAL();
+    char cmd[4096];
+    hd_buf_t out;
+    hd_buf_init(&out);
+    snprintf(cmd, sizeof(cmd),
+             "%s bench tokenize --file %s/tests/coordinator/data/tok_corpus.txt --runs 1 "
+             "--threads 3",
+             hadal, src_dir);
+    HD_CHECK_INT_EQ(run(cmd, &out), 0);
+    HD_CHECK_MSG(out.data != NULL && strstr(out.data, "whole text, 1 thread:") != NULL &&
+                     strstr(out.data, "per line, 3 threads:") != NULL,
+                 "%s", out.data ? out.data : "(no output)");
+    hd_buf_cleanup(&out);
+}
