@@ -462,19 +462,21 @@ static void child_cancel(tu_oob_t *oob, void *arg)
     if (strcmp(cur_transport, "tcp") == 0) {
         /* tcp: freeing a send that is partly on the wire aborts the connection, so the
          * receiver sees an error instead of a stream that is out of step */
-        static uint8_t big[16 << 20];
+        static uint8_t big[64 << 20];
         if (oob->rank == 1) {
+            /* rank 0 reads nothing until we are done (it waits in the barrier), so 64 MB
+             * cannot all fit the socket buffers */
             hd_net_req_h req = NULL;
             st = hd_net_send(net, 0, 9, big, sizeof(big), &req);
-            HD_CHECK_INT_EQ(st, HD_INPROGRESS); /* 16 MB do not fit the socket buffers */
+            HD_CHECK_INT_EQ(st, HD_INPROGRESS);
             hd_net_req_free(net, req);
             HD_CHECK_INT_EQ(hd_net_send_sync(net, 0, 9, big, 4, T_TIMEOUT), HD_ERR_REMOTE);
             HD_CHECK_INT_EQ(tu_barrier(oob), 0);
         } else {
+            HD_CHECK_INT_EQ(tu_barrier(oob), 0);
             size_t len = 0;
             st = hd_net_recv_sync(net, 1, 9, big, sizeof(big), &len, T_TIMEOUT);
             HD_CHECK_INT_EQ(st, HD_ERR_REMOTE);
-            HD_CHECK_INT_EQ(tu_barrier(oob), 0);
         }
     }
     hd_net_destroy(net);
