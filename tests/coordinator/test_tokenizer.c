@@ -232,6 +232,20 @@ static void check_corpus(const char *which)
     corpus_free(&c);
 }
 
+/* Private knob of tok_encode.c (tok_impl.h): pieces longer than this many symbols merge
+ * with a heap, shorter ones with a linear scan. */
+void tok_bpe_set_heap_threshold(size_t n);
+
+/* Both merge paths give HF's ids on the whole corpus (fresh tokenizers: no cached words). */
+HD_TEST(tok_bpe_heap_and_scan_paths)
+{
+    static const size_t thresholds[] = {0, (size_t)-1, 48};
+    for (size_t i = 0; i < sizeof(thresholds) / sizeof(thresholds[0]); i++) {
+        tok_bpe_set_heap_threshold(thresholds[i]);
+        check_corpus("v4");
+    }
+}
+
 HD_TEST(tok_corpus_v4_equals_hf)
 {
     check_corpus("v4");
