@@ -277,6 +277,26 @@ hd_status_t hd_net_connect_wait(hd_net_h net, int timeout_ms)
     }
 }
 
+hd_status_t hd_net_get_async_error(hd_net_h net, int *peer_p)
+{
+    if (net->t->p2p->peer_status == NULL) {
+        return HD_OK;
+    }
+    for (int r = 0; r < net->n_ranks; r++) {
+        if (r == net->rank) {
+            continue;
+        }
+        hd_status_t st = net->t->p2p->peer_status(net->ctx, r);
+        if (st != HD_OK) {
+            if (peer_p != NULL) {
+                *peer_p = r;
+            }
+            return st;
+        }
+    }
+    return HD_OK;
+}
+
 /* ---- point to point ---- */
 
 hd_status_t hd_net_send(hd_net_h net, int peer, uint32_t tag, const void *buf, size_t len,

@@ -35,6 +35,8 @@ typedef struct hd_net_p2p_ops {
      * HD_OK: something happened; HD_INPROGRESS: nothing was ready; else a context error. */
     hd_status_t (*progress)(void *ctx, int timeout_ms);
     void (*req_free)(void *ctx, void *req);
+    /* (optional) HD_OK while @peer is usable, else its failure; NULL: always HD_OK */
+    hd_status_t (*peer_status)(void *ctx, int peer);
 } hd_net_p2p_ops_t;
 
 /* Native collectives over a transport-side group object. */

@@ -122,6 +122,14 @@ hd_status_t hd_net_connect(hd_net_h net, int peer, const void *blob, size_t len)
 /* Wait until every peer passed to hd_net_connect() is connected (or failed: HD_ERR_REMOTE). */
 hd_status_t hd_net_connect_wait(hd_net_h net, int timeout_ms);
 
+/*
+ * Failures noticed in the background (STYLE 2.3): HD_OK while every peer is usable (or still
+ * connecting), else the status of the lowest failed peer (HD_ERR_REMOTE: died or closed;
+ * HD_ERR_PROTO: sent garbage) with its rank in *@peer_p (optional). Drives no progress:
+ * call it between progress calls. Transports that cannot lose a peer alone (mpi) say HD_OK.
+ */
+hd_status_t hd_net_get_async_error(hd_net_h net, int *peer_p);
+
 /* ---- point to point ---- */
 
 hd_status_t hd_net_send(hd_net_h net, int peer, uint32_t tag, const void *buf, size_t len,

@@ -426,6 +426,7 @@ static const hd_net_p2p_ops_t mpi_p2p_ops = {
     .test = mpi_test,
     .progress = mpi_progress,
     .req_free = mpi_req_free,
+    .peer_status = NULL,
 };
 
 static const hd_net_coll_ops_t mpi_coll_ops = {

@@ -995,6 +995,12 @@ static hd_status_t tcp_progress(void *ctx, int timeout_ms)
     return HD_OK;
 }
 
+static hd_status_t tcp_peer_status(void *ctx, int peer)
+{
+    tcp_ctx_t *c = ctx;
+    return c->peers[peer].state == TCP_PEER_FAILED ? c->peers[peer].fail_status : HD_OK;
+}
+
 static const hd_net_p2p_ops_t tcp_p2p_ops = {
     .init = tcp_init,
     .cleanup = tcp_cleanup,
@@ -1007,6 +1013,7 @@ static const hd_net_p2p_ops_t tcp_p2p_ops = {
     .test = tcp_test,
     .progress = tcp_progress,
     .req_free = tcp_req_free,
+    .peer_status = tcp_peer_status,
 };
 
 static const hd_net_transport_t tcp_transport = {

@@ -476,6 +476,12 @@ static void ucx_req_free(void *ctx, void *req)
     hd_free(r);
 }
 
+static hd_status_t ucx_peer_status(void *ctx, int peer)
+{
+    ucx_ctx_t *c = ctx;
+    return c->peers[peer].failed ? c->peers[peer].fail_status : HD_OK;
+}
+
 static const hd_net_p2p_ops_t ucx_p2p_ops = {
     .init = ucx_init,
     .cleanup = ucx_cleanup,
@@ -488,6 +494,7 @@ static const hd_net_p2p_ops_t ucx_p2p_ops = {
     .test = ucx_test,
     .progress = ucx_progress,
     .req_free = ucx_req_free,
+    .peer_status = ucx_peer_status,
 };
 
 static const hd_net_transport_t ucx_transport = {

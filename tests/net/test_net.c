@@ -257,6 +257,7 @@ static void child_alltoallv(tu_oob_t *oob, void *arg)
     }
     int all[A2A_N] = {0, 1, 2, 3};
     hd_net_group_h grp;
+    HD_CHECK_INT_EQ(hd_net_get_async_error(net, NULL), HD_OK);
     HD_CHECK_INT_EQ(hd_net_group_create(net, all, A2A_N, &grp), HD_OK);
     for (int round = 0; round < 4; round++) {
         a2a_check(net, grp, all, round);
@@ -528,6 +529,9 @@ static void child_death(tu_oob_t *oob, void *arg)
         sst = hd_net_send_sync(net, 1, 2, blk, sizeof(blk), 2000);
     }
     HD_CHECK_MSG(sst != HD_OK, "64 MB sent to a dead peer without an error");
+    int bad_peer = -1;
+    HD_CHECK_INT_EQ(hd_net_get_async_error(net, &bad_peer), HD_ERR_REMOTE);
+    HD_CHECK_INT_EQ(bad_peer, 1);
     hd_net_destroy(net);
 }
 
@@ -698,6 +702,9 @@ HD_TEST(tcp_garbage_and_unknown_ranks)
     HD_CHECK_TRUE(closed_by_peer(net, fd));
     close(fd);
     HD_CHECK_INT_EQ(hd_net_recv_sync(net, 2, 11, &v, sizeof(v), &len, 100), HD_ERR_PROTO);
+    int bad_peer = -1;
+    HD_CHECK_INT_EQ(hd_net_get_async_error(net, &bad_peer), HD_ERR_PROTO); /* rank 1 first */
+    HD_CHECK_INT_EQ(bad_peer, 1);
     /* the context itself is still fine: a fresh context talks to it */
     hd_net_destroy(net);
 }
