@@ -24,10 +24,10 @@ static void acl_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t 
     acl_req_t *r = user;
     (void)id;
     if (token >= 0) {
-        r->fn(r->user, token, HD_FINISH_NONE, NULL);
+        r->fn(r->user, token, NULL, HD_FINISH_NONE, NULL);
     }
     if (finish != HD_FINISH_NONE) {
-        r->fn(r->user, -1, finish, why);
+        r->fn(r->user, -1, NULL, finish, why);
         hd_free(r);
     }
 }
@@ -35,8 +35,8 @@ static void acl_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t 
 static hd_status_t acl_submit(void *ctx, const hd_api_gen_t *g, uint64_t *id_p)
 {
     acl_t *a = ctx;
-    if (g->n_forced > 0) {
-        return HD_ERR_UNSUPPORTED;
+    if (g->n_forced > 0 || g->logprobs > 0) {
+        return HD_ERR_UNSUPPORTED; /* the workers' step results carry sampled ids only */
     }
     acl_req_t *r = hd_calloc(1, sizeof(*r), "api cluster request");
     if (r == NULL) {

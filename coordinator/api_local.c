@@ -20,6 +20,7 @@ typedef struct {
     int n_forced;
     int n_out;                  /* tokens sampled so far */
     int32_t stop0;              /* first stop id, or -1 */
+    const hd_logprobs_t *lp;    /* of the token being delivered (set by local_on_logprobs) */
     hd_api_token_func_t on_token;
     void *user;
 } lreq_t;
@@ -36,6 +37,9 @@ struct hd_api_local {
     hd_req_id_t *held;          /* sequences the workers hold */
     int n_held, cap_held;
     uint64_t steps;
+    int32_t *tokens;            /* [max items of a step] */
+    hd_logprobs_t *lps;
+    int cap_items;
 };
 
 static int grow(void **arr, int *cap, int need, size_t elem)
@@ -76,14 +80,22 @@ static void local_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_
     lreq_t *r = user;
     (void)id;
     if (token >= 0) {
-        r->on_token(r->user, token, HD_FINISH_NONE, NULL);
+        r->on_token(r->user, token, r->lp, HD_FINISH_NONE, NULL);
+        r->lp = NULL;
     }
     if (finish == HD_FINISH_NONE) {
         return;
     }
-    r->on_token(r->user, -1, finish, why);
+    r->on_token(r->user, -1, NULL, finish, why);
     r->on_token = NULL;
     /* the owner removes it from l->reqs (see local_reap) */
+}
+
+static void local_on_logprobs(void *user, hd_req_id_t id, const hd_logprobs_t *lp)
+{
+    lreq_t *r = user;
+    (void)id;
+    r->lp = lp;
 }
 
 static void local_reap(hd_api_local_h l)
@@ -122,8 +134,7 @@ static void local_track(hd_api_local_h l, const hd_step_t *st)
 static void *local_main(void *arg)
 {
     hd_api_local_h l = arg;
-    int32_t *tokens = NULL;
-    int cap_tokens = 0;
+    int32_t *tokens = l->tokens;
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
         hd_step_t *st = NULL;
@@ -139,15 +150,12 @@ static void *local_main(void *arg)
             continue;
         }
         local_track(l, st);
-        if (grow((void **)&tokens, &cap_tokens, st->n_items + 1, sizeof(*tokens)) != 0) {
-            hd_sched_step_done(l->sched, st, NULL, "out of memory");
-            continue;
-        }
+        hd_assert(st->n_items <= l->cap_items);
         pthread_mutex_unlock(&l->mu);
         for (int i = 0; i < st->n_items; i++) {
             tokens[i] = 0;
         }
-        rc = l->p.exec != NULL ? l->p.exec(l->p.exec_user, st, tokens) : HD_OK;
+        rc = l->p.exec != NULL ? l->p.exec(l->p.exec_user, st, tokens, l->lps) : HD_OK;
         if (l->p.step_delay_us > 0) {
             usleep((useconds_t)l->p.step_delay_us);
         }
@@ -176,12 +184,11 @@ static void *local_main(void *arg)
             hd_error(HD_SUBSYS_API, "step %llu: %s", (unsigned long long)st->step_id,
                      hd_status_string(rc));
         }
-        hd_sched_step_done(l->sched, st, tokens, why);
+        hd_sched_step_done_lp(l->sched, st, tokens, l->p.exec != NULL ? l->lps : NULL, why);
         l->steps++;
         local_reap(l);
     }
     pthread_mutex_unlock(&l->mu);
-    hd_free(tokens);
     return NULL;
 }
 
@@ -195,6 +202,10 @@ static hd_status_t local_submit(void *ctx, const hd_api_gen_t *g, uint64_t *id_p
     if (r == NULL || g->on_token == NULL) {
         hd_free(r);
         return r == NULL ? HD_ERR_NO_MEMORY : HD_ERR_INVALID_PARAM;
+    }
+    if (g->logprobs > 0 && l->p.exec == NULL) {
+        hd_free(r);
+        return HD_ERR_UNSUPPORTED; /* replayed ids have no model behind them */
     }
     if (g->n_forced > 0) {
         r->forced = hd_malloc((size_t)g->n_forced * sizeof(int32_t), "api forced ids");
@@ -210,7 +221,8 @@ static hd_status_t local_submit(void *ctx, const hd_api_gen_t *g, uint64_t *id_p
     r->user = g->user;
     hd_request_t rq = {.prompt = g->prompt, .n_prompt = g->n_prompt, .max_tokens = g->max_tokens,
                        .stop_ids = g->stop_ids, .n_stop = g->n_stop, .sampling = g->sampling,
-                       .on_token = local_on_token, .user = r};
+                       .on_token = local_on_token, .user = r, .logprobs = g->logprobs,
+                       .on_logprobs = local_on_logprobs};
     pthread_mutex_lock(&l->mu);
     if (grow((void **)&l->reqs, &l->cap_reqs, l->n_reqs + 1, sizeof(*l->reqs)) != 0) {
         st = HD_ERR_NO_MEMORY;
@@ -294,6 +306,14 @@ hd_status_t hd_api_local_create(const hd_api_local_params_t *params, hd_api_loca
         return HD_ERR_NO_MEMORY;
     }
     l->p = *params;
+    /* a step holds at most one item per running sequence */
+    l->cap_items = l->p.sched.n_columns * l->p.sched.max_running + 1;
+    l->tokens = hd_calloc((size_t)l->cap_items, sizeof(*l->tokens), "api local tokens");
+    l->lps = hd_calloc((size_t)l->cap_items, sizeof(*l->lps), "api local logprobs");
+    if (l->tokens == NULL || l->lps == NULL) {
+        st = HD_ERR_NO_MEMORY;
+        goto err_free;
+    }
     HD_CHECK_GOTO(hd_sched_create(&l->p.sched, &l->sched), st, err_free);
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -310,6 +330,8 @@ err_sched:
     pthread_mutex_destroy(&l->mu);
     hd_sched_destroy(l->sched);
 err_free:
+    hd_free(l->tokens);
+    hd_free(l->lps);
     hd_free(l);
     return st;
 }
@@ -327,13 +349,15 @@ void hd_api_local_destroy(hd_api_local_h l)
     for (int i = 0; i < l->n_reqs; i++) {
         lreq_t *r = l->reqs[i];
         if (r->on_token != NULL) {
-            r->on_token(r->user, -1, HD_FINISH_ERROR, "server shutting down");
+            r->on_token(r->user, -1, NULL, HD_FINISH_ERROR, "server shutting down");
         }
         hd_free(r->forced);
         hd_free(r);
     }
     hd_free(l->reqs);
     hd_free(l->held);
+    hd_free(l->tokens);
+    hd_free(l->lps);
     hd_sched_destroy(l->sched);
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);

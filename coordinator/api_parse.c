@@ -540,11 +540,7 @@ static bool parse_chat(const hd_json_t *root, const hd_chat_numbers_t *nums, hd_
         }
         r->top_logprobs = (int)k;
     }
-    if (r->logprobs) {
-        api_err_set(e, 400, NULL, "unsupported_parameter", "logprobs",
-                    "logprobs are not supported by this server yet");
-        return false;
-    }
+
     v = hd_json_get(root, "tools");
     if (v != NULL && v->type == HD_JSON_ARRAY && v->n > 0) {
         if (!check_tools(v, e)) {
@@ -643,9 +639,6 @@ static bool parse_completion(const hd_json_t *root, hd_tok_h tok, int max_n, api
         }
         r->logprobs = true;
         r->top_logprobs = (int)k;
-        api_err_set(e, 400, NULL, "unsupported_parameter", "logprobs",
-                    "logprobs are not supported by this server yet");
-        return false;
     }
     if (hd_json_get_bool(root, "echo", &b) && b) {
         BAD(e, "echo", "echo is not supported");

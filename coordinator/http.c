@@ -22,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -104,6 +105,10 @@ typedef struct {
     hd_buf_t reasoning, content;
     tool_t *tools;
     int n_tools;
+    hd_buf_t lp;                /* whole-body answers: logprobs entries so far (JSON) */
+    hd_buf_t lp_tokens, lp_values, lp_tops, lp_offsets; /* the same, completions layout */
+    size_t lp_text_off;         /* completions: text offset of the next token */
+    int n_lp;
     /* Anthropic stream: the open content block */
     int blk_kind;               /* 0 none, 1 thinking, 2 text, 3 tool_use */
     int n_blocks;
@@ -129,8 +134,12 @@ typedef struct {
     api_choice_t *c;
     int32_t token;
     hd_finish_t finish;
+    bool has_lp;
+    hd_logprobs_t lp;
     char why[96];
 } inbox_msg_t;
+
+static void lp_completion_json(const api_choice_t *c, hd_buf_t *b);
 
 struct hd_http {
     hd_http_params_t p;
@@ -302,8 +311,7 @@ static void oa_chunk_head(api_job_t *j, hd_buf_t *b, int index)
 
 static void oa_chunk_tail(api_job_t *j, hd_buf_t *b, const char *finish)
 {
-    bool chat = j->r.api == HD_HTTP_API_CHAT;
-    hd_buf_printf(b, "%s\"logprobs\":null,\"finish_reason\":", chat ? "" : "");
+    hd_buf_puts(b, "\"logprobs\":null,\"finish_reason\":");
     if (finish) {
         hd_buf_printf(b, "\"%s\"", finish);
     } else {
@@ -766,8 +774,15 @@ static void job_body(api_job_t *j, hd_buf_t *b)
             }
             hd_buf_puts(b, "}");
         }
-        hd_buf_printf(b, ",\"logprobs\":null,\"finish_reason\":\"%s\"}",
-                      fin_names[fin == FIN_ABORT ? FIN_STOP : fin]);
+        hd_buf_puts(b, ",\"logprobs\":");
+        if (!j->r.logprobs) {
+            hd_buf_puts(b, "null");
+        } else if (chat) {
+            hd_buf_printf(b, "{\"content\":[%s]}", c->lp.data ? c->lp.data : "");
+        } else {
+            lp_completion_json(c, b);
+        }
+        hd_buf_printf(b, ",\"finish_reason\":\"%s\"}", fin_names[fin == FIN_ABORT ? FIN_STOP : fin]);
     }
     hd_buf_puts(b, "],\"usage\":");
     usage_json(j, b);
@@ -800,6 +815,11 @@ static void job_free(api_job_t *j)
         hd_buf_cleanup(&c->hold);
         hd_buf_cleanup(&c->reasoning);
         hd_buf_cleanup(&c->content);
+        hd_buf_cleanup(&c->lp);
+        hd_buf_cleanup(&c->lp_tokens);
+        hd_buf_cleanup(&c->lp_values);
+        hd_buf_cleanup(&c->lp_tops);
+        hd_buf_cleanup(&c->lp_offsets);
         for (int t = 0; t < c->n_tools; t++) {
             hd_free(c->tools[t].name);
             hd_free(c->tools[t].args);
@@ -867,8 +887,142 @@ static void job_complete(api_job_t *j)
     job_free(j);
 }
 
+/* ---- logprobs ---- */
+
+static void lp_num(hd_buf_t *b, float v)
+{
+    hd_buf_printf(b, "%.6g", isfinite(v) ? (double)v : -9999.0);
+}
+
+/* "token" (its text) and "bytes" of @id. */
+static void lp_token(hd_http_h s, hd_buf_t *b, int32_t id, bool bytes)
+{
+    hd_buf_t t;
+    hd_buf_init(&t);
+    hd_tok_decode(s->p.tok, &id, 1, 0, &t);
+    hd_buf_json_str(b, t.data ? t.data : "", t.len);
+    if (bytes) {
+        hd_buf_puts(b, ",\"bytes\":[");
+        for (size_t i = 0; i < t.len; i++) {
+            hd_buf_printf(b, "%s%u", i ? "," : "", (unsigned)(unsigned char)t.data[i]);
+        }
+        hd_buf_puts(b, "]");
+    }
+    hd_buf_cleanup(&t);
+}
+
+/* One chat logprobs.content entry. */
+static void lp_chat_entry(hd_http_h s, hd_buf_t *b, int32_t token, const hd_logprobs_t *lp,
+                          int top)
+{
+    hd_buf_puts(b, "{\"token\":");
+    lp_token(s, b, token, true);
+    hd_buf_puts(b, ",\"logprob\":");
+    lp_num(b, lp->logprob);
+    hd_buf_puts(b, ",\"top_logprobs\":[");
+    for (int i = 0; i < lp->n_top && i < top; i++) {
+        hd_buf_puts(b, i ? ",{\"token\":" : "{\"token\":");
+        lp_token(s, b, lp->top_ids[i], true);
+        hd_buf_puts(b, ",\"logprob\":");
+        lp_num(b, lp->top_logprobs[i]);
+        hd_buf_puts(b, "}");
+    }
+    hd_buf_puts(b, "]}");
+}
+
+/* Completions layout pieces of one token, appended to the four arrays' contents. */
+static void lp_completion_entry(api_choice_t *c, int32_t token, const hd_logprobs_t *lp)
+{
+    hd_http_h s = c->job->srv;
+    const char *sep = c->n_lp ? "," : "";
+    hd_buf_puts(&c->lp_tokens, sep);
+    lp_token(s, &c->lp_tokens, token, false);
+    hd_buf_puts(&c->lp_values, sep);
+    lp_num(&c->lp_values, lp->logprob);
+    hd_buf_printf(&c->lp_tops, "%s{", sep);
+    for (int i = 0; i < lp->n_top && i < c->job->r.top_logprobs; i++) {
+        if (i) {
+            hd_buf_puts(&c->lp_tops, ",");
+        }
+        lp_token(s, &c->lp_tops, lp->top_ids[i], false);
+        hd_buf_puts(&c->lp_tops, ":");
+        lp_num(&c->lp_tops, lp->top_logprobs[i]);
+    }
+    hd_buf_puts(&c->lp_tops, "}");
+    hd_buf_printf(&c->lp_offsets, "%s%zu", sep, c->lp_text_off);
+    hd_buf_t t;
+    hd_buf_init(&t);
+    hd_tok_decode(s->p.tok, &token, 1, 0, &t);
+    c->lp_text_off += t.len;
+    hd_buf_cleanup(&t);
+}
+
+static void lp_completion_json(const api_choice_t *c, hd_buf_t *b)
+{
+    hd_buf_printf(b, "{\"tokens\":[%s],\"token_logprobs\":[%s],\"top_logprobs\":[%s],"
+                  "\"text_offset\":[%s]}", c->lp_tokens.data ? c->lp_tokens.data : "",
+                  c->lp_values.data ? c->lp_values.data : "",
+                  c->lp_tops.data ? c->lp_tops.data : "",
+                  c->lp_offsets.data ? c->lp_offsets.data : "");
+}
+
+/* The log-probabilities of one token: kept for the body, or streamed as their own chunk. */
+static void choice_logprobs(api_choice_t *c, int32_t token, const hd_logprobs_t *lp)
+{
+    api_job_t *j = c->job;
+    bool chat = j->r.api == HD_HTTP_API_CHAT;
+    if (!j->r.stream) {
+        if (chat) {
+            hd_buf_puts(&c->lp, c->n_lp ? "," : "");
+            lp_chat_entry(j->srv, &c->lp, token, lp, j->r.top_logprobs);
+        } else {
+            lp_completion_entry(c, token, lp);
+        }
+        c->n_lp++;
+        return;
+    }
+    hd_buf_t b;
+    hd_buf_init(&b);
+    oa_chunk_head(j, &b, c->index);
+    if (chat) {
+        hd_buf_puts(&b, "\"delta\":{},\"logprobs\":{\"content\":[");
+        lp_chat_entry(j->srv, &b, token, lp, j->r.top_logprobs);
+        hd_buf_puts(&b, "]},");
+    } else {
+        hd_buf_t saved[4] = {c->lp_tokens, c->lp_values, c->lp_tops, c->lp_offsets};
+        int n = c->n_lp;
+        hd_buf_init(&c->lp_tokens);
+        hd_buf_init(&c->lp_values);
+        hd_buf_init(&c->lp_tops);
+        hd_buf_init(&c->lp_offsets);
+        c->n_lp = 0;
+        lp_completion_entry(c, token, lp);
+        hd_buf_puts(&b, "\"text\":\"\",\"logprobs\":");
+        lp_completion_json(c, &b);
+        hd_buf_puts(&b, ",");
+        hd_buf_cleanup(&c->lp_tokens);
+        hd_buf_cleanup(&c->lp_values);
+        hd_buf_cleanup(&c->lp_tops);
+        hd_buf_cleanup(&c->lp_offsets);
+        c->lp_tokens = saved[0];
+        c->lp_values = saved[1];
+        c->lp_tops = saved[2];
+        c->lp_offsets = saved[3];
+        c->n_lp = n + 1;
+    }
+    /* the chunk tail writes "logprobs":null, so close the object by hand */
+    hd_buf_puts(&b, "\"finish_reason\":null}]");
+    if (j->r.include_usage) {
+        hd_buf_puts(&b, ",\"usage\":null");
+    }
+    hd_buf_puts(&b, "}\n\n");
+    job_write(j, &b);
+    hd_buf_cleanup(&b);
+}
+
 /* A token or the final call of choice @c, on the loop thread. */
-static void choice_on_msg(api_choice_t *c, int32_t token, hd_finish_t finish, const char *why)
+static void choice_on_msg(api_choice_t *c, int32_t token, const hd_logprobs_t *lp,
+                          hd_finish_t finish, const char *why)
 {
     api_job_t *j = c->job;
     hd_http_h s = j->srv;
@@ -882,6 +1036,9 @@ static void choice_on_msg(api_choice_t *c, int32_t token, hd_finish_t finish, co
             hist_add(&s->m.itl, t - c->t_last);
         }
         c->t_last = t;
+        if (lp != NULL && j->r.logprobs) {
+            choice_logprobs(c, token, lp);
+        }
         if (token != s->model_eos) {
             hd_buf_t piece;
             hd_buf_init(&piece);
@@ -914,7 +1071,8 @@ static void choice_on_msg(api_choice_t *c, int32_t token, hd_finish_t finish, co
 
 /* ---- the inbox: backend thread -> loop thread ---- */
 
-static void backend_on_token(void *user, int32_t token, hd_finish_t finish, const char *why)
+static void backend_on_token(void *user, int32_t token, const hd_logprobs_t *lp,
+                             hd_finish_t finish, const char *why)
 {
     api_choice_t *c = user;
     hd_http_h s = c->job->srv;
@@ -934,6 +1092,10 @@ static void backend_on_token(void *user, int32_t token, hd_finish_t finish, cons
     m->c = c;
     m->token = token;
     m->finish = finish;
+    m->has_lp = lp != NULL;
+    if (lp != NULL) {
+        m->lp = *lp;
+    }
     snprintf(m->why, sizeof(m->why), "%s", why ? why : "");
     bool first = s->n_inbox == 1;
     pthread_mutex_unlock(&s->mu);
@@ -955,7 +1117,8 @@ static void inbox_drain(evutil_socket_t fd, short what, void *arg)
     s->n_inbox = 0;
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < n; i++) {
-        choice_on_msg(msgs[i].c, msgs[i].token, msgs[i].finish, msgs[i].why);
+        choice_on_msg(msgs[i].c, msgs[i].token, msgs[i].has_lp ? &msgs[i].lp : NULL,
+                      msgs[i].finish, msgs[i].why);
     }
     s->spare = msgs;
     s->cap_spare = cap;
@@ -1137,6 +1300,7 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
                           .max_tokens = max_tokens, .stop_ids = &s->model_eos,
                           .n_stop = r->ignore_eos ? 0 : 1,
                           .sampling = r->sampling, .forced = forced, .n_forced = n_forced,
+                          .logprobs = r->logprobs ? r->top_logprobs + 1 : 0,
                           .on_token = backend_on_token, .user = c};
         g.sampling.seed = seed0 + (uint64_t)i;
         st = be->ops->submit(be->ctx, &g, &c->bid);
@@ -1147,6 +1311,12 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
     if (st != HD_OK) {
         if (st == HD_ERR_NO_MEMORY) {
             api_err_set(&e, 429, NULL, NULL, NULL, "too many requests are waiting; retry later");
+        } else if (st == HD_ERR_UNSUPPORTED && r->logprobs) {
+            api_err_set(&e, 400, NULL, "unsupported_parameter", "logprobs",
+                        "logprobs are not available from the %s backend (%s)", be->ops->name,
+                        strcmp(be->ops->name, "cluster") == 0
+                            ? "its step results carry sampled ids only; serve with --in-process"
+                            : "no model in the replay test mode");
         } else if (st == HD_ERR_UNSUPPORTED) {
             api_err_set(&e, 503, NULL, NULL, NULL, "the server is not ready yet");
         } else {

@@ -24,6 +24,8 @@ typedef struct sched_req {
     hd_sampling_params_t sampling;
     hd_sched_token_func_t on_token;
     void *user;
+    int logprobs;
+    hd_sched_logprobs_func_t on_logprobs;
     bool started;            /* workers hold state for it */
     bool in_flight;
     bool finished;           /* final callback delivered; drop when no longer in flight */
@@ -152,6 +154,9 @@ hd_status_t hd_sched_submit(hd_sched_h s, const hd_request_t *q, hd_req_id_t *id
     r->sampling = q->sampling;
     r->on_token = q->on_token;
     r->user = q->user;
+    r->logprobs = q->logprobs < 0 ? 0 : (q->logprobs > HD_LOGPROBS_MAX + 1 ? HD_LOGPROBS_MAX + 1
+                                                                          : q->logprobs);
+    r->on_logprobs = q->on_logprobs;
     s->wait[s->n_wait++] = r;
     *id_p = r->id;
     return HD_OK;
@@ -265,6 +270,7 @@ static int sched_add_item(sched_step_t *st, int *cap, sched_req_t *r, int64_t n)
     it->first = !r->started;
     it->sample = r->n_sent + n == r->n_tok;
     it->sampling = r->sampling;
+    it->logprobs = r->logprobs;
     st->reqs[st->pub.n_items++] = r;
     r->started = true;
     r->in_flight = true;
@@ -358,6 +364,12 @@ static void step_free(hd_sched_h s, sched_step_t *st)
 hd_status_t hd_sched_step_done(hd_sched_h s, hd_step_t *step, const int32_t *tokens,
                                const char *why)
 {
+    return hd_sched_step_done_lp(s, step, tokens, NULL, why);
+}
+
+hd_status_t hd_sched_step_done_lp(hd_sched_h s, hd_step_t *step, const int32_t *tokens,
+                                  const hd_logprobs_t *lps, const char *why)
+{
     sched_step_t *st = (sched_step_t *)step;
     for (int i = 0; i < step->n_items; i++) {
         sched_req_t *r = st->reqs[i];
@@ -373,6 +385,9 @@ hd_status_t hd_sched_step_done(hd_sched_h s, hd_step_t *step, const int32_t *tok
         r->tok[r->n_tok++] = t;
         r->generated++;
         s->generated_tokens++;
+        if (lps != NULL && r->logprobs > 0 && r->on_logprobs != NULL) {
+            r->on_logprobs(r->user, r->id, &lps[i]);
+        }
         req_emit(r, t, HD_FINISH_NONE, NULL);
         bool stop = false;
         for (int k = 0; k < r->n_stop; k++) {

@@ -247,9 +247,10 @@ int hd_cli_http_cluster(const hd_cli_http_opts_t *o, struct hd_cluster *c, const
     return rc;
 }
 
-static hd_status_t http_grid_exec(void *user, const hd_step_t *step, int32_t *tokens_out)
+static hd_status_t http_grid_exec(void *user, const hd_step_t *step, int32_t *tokens_out,
+                                  hd_logprobs_t *lp_out)
 {
-    return hd_local_grid_exec(user, step, tokens_out);
+    return hd_local_grid_exec_lp(user, step, tokens_out, lp_out);
 }
 
 int hd_cli_http_local(const hd_cli_http_opts_t *o, const char *model_dir, int pp, int ep,

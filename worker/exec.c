@@ -7,6 +7,7 @@
 #include "hadal/alloc.h"
 #include "hadal/log.h"
 
+#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -94,8 +95,47 @@ int64_t hd_wexec_step_tokens(hd_wexec_h w, const hd_step_t *step)
     return n;
 }
 
+/* Log-softmax of @logits at @tok, and the @k most likely ids (k <= HD_LOGPROBS_MAX). */
+static void wexec_logprobs(const float *logits, int vocab, int32_t tok, int k, hd_logprobs_t *lp)
+{
+    float mx = -INFINITY;
+    double sum = 0.0;
+    for (int v = 0; v < vocab; v++) {
+        mx = logits[v] > mx ? logits[v] : mx;
+    }
+    for (int v = 0; v < vocab; v++) {
+        sum += exp((double)(logits[v] - mx));
+    }
+    float lse = mx + (float)log(sum);
+    k = k < 0 ? 0 : (k > HD_LOGPROBS_MAX ? HD_LOGPROBS_MAX : k);
+    lp->logprob = logits[tok] - lse;
+    lp->n_top = 0;
+    for (int v = 0; v < vocab; v++) {
+        int n = lp->n_top;
+        if (n == k && (k == 0 || logits[v] <= logits[lp->top_ids[n - 1]])) {
+            continue;
+        }
+        int p = n < k ? n : k - 1; /* insertion point, ties keep the lower id first */
+        while (p > 0 && logits[lp->top_ids[p - 1]] < logits[v]) {
+            lp->top_ids[p] = lp->top_ids[p - 1];
+            p--;
+        }
+        lp->top_ids[p] = v;
+        lp->n_top = n < k ? n + 1 : k;
+    }
+    for (int i = 0; i < lp->n_top; i++) {
+        lp->top_logprobs[i] = logits[lp->top_ids[i]] - lse;
+    }
+}
+
 hd_status_t hd_wexec_step(hd_wexec_h w, const hd_step_t *step, const float *streams_in,
                           float *streams_out, int32_t *tokens_out)
+{
+    return hd_wexec_step_lp(w, step, streams_in, streams_out, tokens_out, NULL);
+}
+
+hd_status_t hd_wexec_step_lp(hd_wexec_h w, const hd_step_t *step, const float *streams_in,
+                             float *streams_out, int32_t *tokens_out, hd_logprobs_t *lp_out)
 {
     const hd_model_config_t *c = hd_engine_config(w->eng);
     int64_t Nd = (int64_t)c->hc_mult * c->dim;
@@ -178,6 +218,10 @@ hd_status_t hd_wexec_step(hd_wexec_h w, const hd_step_t *step, const float *stre
         const hd_step_item_t *it = &step->items[map[j]];
         if (it->sample) {
             tokens_out[map[j]] = hd_sampler_sample(wexec_find(w, it->id)->smp, items[j].logits_out);
+            if (lp_out != NULL && it->logprobs > 0) {
+                wexec_logprobs(items[j].logits_out, c->vocab_size, tokens_out[map[j]],
+                               it->logprobs - 1, &lp_out[map[j]]);
+            }
         }
     }
 out:

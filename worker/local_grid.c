@@ -205,6 +205,12 @@ const hd_model_config_t *hd_local_grid_config(hd_local_grid_h g)
 
 hd_status_t hd_local_grid_exec(hd_local_grid_h g, const hd_step_t *step, int32_t *tokens_out)
 {
+    return hd_local_grid_exec_lp(g, step, tokens_out, NULL);
+}
+
+hd_status_t hd_local_grid_exec_lp(hd_local_grid_h g, const hd_step_t *step, int32_t *tokens_out,
+                                  hd_logprobs_t *lp_out)
+{
     int64_t Nd = (int64_t)g->cfg.hc_mult * g->cfg.dim, most = 1;
     hd_status_t st = HD_OK;
     for (int c = 0; c < g->ep; c++) {
@@ -229,7 +235,7 @@ hd_status_t hd_local_grid_exec(hd_local_grid_h g, const hd_step_t *step, int32_t
         for (int c = 0; c < g->ep && st == HD_OK; c++) {
             const float *in = s > 0 ? g->buf[(s - 1) & 1] + (size_t)(c * g->cap * Nd) : NULL;
             float *out = s < g->pp - 1 ? g->buf[s & 1] + (size_t)(c * g->cap * Nd) : NULL;
-            st = hd_wexec_step(g->ex[s * g->ep + c], step, in, out, tokens_out);
+            st = hd_wexec_step_lp(g->ex[s * g->ep + c], step, in, out, tokens_out, lp_out);
         }
     }
     return st;

@@ -20,12 +20,13 @@
 #include <stdint.h>
 
 /*
- * Called for every generated token (finish HD_FINISH_NONE), then exactly once with the final
- * reason (token -1). @why is set for HD_FINISH_ERROR. Runs on the backend's thread; must not
- * call back into the backend. No call follows the final one.
+ * Called for every generated token (finish HD_FINISH_NONE; @lp its log-probabilities when the
+ * generation asked for them, else NULL), then exactly once with the final reason (token -1).
+ * @why is set for HD_FINISH_ERROR. Runs on the backend's thread; must not call back into the
+ * backend. No call follows the final one.
  */
-typedef void (*hd_api_token_func_t)(void *user, int32_t token, hd_finish_t finish,
-                                    const char *why);
+typedef void (*hd_api_token_func_t)(void *user, int32_t token, const hd_logprobs_t *lp,
+                                    hd_finish_t finish, const char *why);
 
 /* One generation. Everything is copied by submit. */
 typedef struct {
@@ -35,6 +36,8 @@ typedef struct {
     const int32_t *stop_ids;        /* ids that end generation (EOS) */
     int n_stop;
     hd_sampling_params_t sampling;
+    int logprobs;                   /* 0: none; k + 1: logprob of each token and the top k
+                                       (HD_ERR_UNSUPPORTED where the backend cannot) */
     const int32_t *forced;          /* (optional, test mode) ids emitted instead of sampled
                                        ones, in order; after the last, the first stop id */
     int n_forced;
@@ -85,11 +88,11 @@ typedef struct {
 
 /*
  * Run @step (see hadal/sched.h) and write item i's sampled id into @tokens_out[i] for items
- * with sample set; HD_TOKEN_FAILED marks an item whose column failed. Called on the backend's
- * thread only.
+ * with sample set, and its log-probabilities into @lp_out[i] when the item's logprobs > 0;
+ * HD_TOKEN_FAILED marks an item whose column failed. Called on the backend's thread only.
  */
 typedef hd_status_t (*hd_api_exec_func_t)(void *user, const hd_step_t *step,
-                                          int32_t *tokens_out);
+                                          int32_t *tokens_out, hd_logprobs_t *lp_out);
 
 typedef struct {
     hd_sched_params_t sched;    /* scheduler shape (columns, batch, queue, context) */

@@ -34,6 +34,19 @@ typedef enum {
 typedef void (*hd_sched_token_func_t)(void *user, hd_req_id_t id, int32_t token,
                                       hd_finish_t finish, const char *why);
 
+#define HD_LOGPROBS_MAX 20 /* most alternatives per token (OpenAI's top_logprobs bound) */
+
+/* Log-probabilities of one sampled token: log-softmax of the model's raw logits. */
+typedef struct {
+    float logprob;                          /* of the sampled id */
+    int n_top;                              /* entries below, most likely first */
+    int32_t top_ids[HD_LOGPROBS_MAX];
+    float top_logprobs[HD_LOGPROBS_MAX];
+} hd_logprobs_t;
+
+/* Called just before on_token for a sampled id whose log-probabilities were computed. */
+typedef void (*hd_sched_logprobs_func_t)(void *user, hd_req_id_t id, const hd_logprobs_t *lp);
+
 typedef struct {
     int n_columns;         /* grid columns (EP width); sequences are pinned to one */
     int max_running;       /* running sequences per column */
@@ -52,6 +65,8 @@ typedef struct {
     hd_sampling_params_t sampling;
     hd_sched_token_func_t on_token; /* (optional) */
     void *user;
+    int logprobs;                /* 0: none; k + 1: each sampled id's logprob and the top k */
+    hd_sched_logprobs_func_t on_logprobs; /* (optional) gets them (same @user) */
 } hd_request_t;
 
 /* One sequence's share of a step. */
@@ -64,6 +79,7 @@ typedef struct {
     bool first;            /* first tokens of the sequence: workers create it */
     bool sample;           /* the last token's output is sampled (prompt done) */
     hd_sampling_params_t sampling;
+    int logprobs;          /* the request's logprobs: 0 none, k + 1 = sampled + top k */
 } hd_step_item_t;
 
 typedef struct {
@@ -96,6 +112,10 @@ hd_status_t hd_sched_next_step(hd_sched_h sched, hd_step_t **step_p);
 #define HD_TOKEN_FAILED (-1)
 hd_status_t hd_sched_step_done(hd_sched_h sched, hd_step_t *step, const int32_t *tokens,
                                const char *why);
+/* The same, with @lps[i] the log-probabilities of item i's sampled id (read for items whose
+ * logprobs > 0; @lps may be NULL: none were computed). */
+hd_status_t hd_sched_step_done_lp(hd_sched_h sched, hd_step_t *step, const int32_t *tokens,
+                                  const hd_logprobs_t *lps, const char *why);
 /* Every sequence pinned to @column ends with a retryable error (worker died); new requests
  * avoid the column until hd_sched_column_up(). */
 void hd_sched_column_down(hd_sched_h sched, int column, const char *why);

@@ -28,6 +28,10 @@ int64_t hd_wexec_step_tokens(hd_wexec_h w, const hd_step_t *step);
  */
 hd_status_t hd_wexec_step(hd_wexec_h w, const hd_step_t *step, const float *streams_in,
                           float *streams_out, int32_t *tokens_out);
+/* The same; on the last stage also @lp_out[i] (when not NULL) for sampled items whose
+ * logprobs > 0: log-softmax of the raw logits at the sampled id and the top logprobs - 1. */
+hd_status_t hd_wexec_step_lp(hd_wexec_h w, const hd_step_t *step, const float *streams_in,
+                             float *streams_out, int32_t *tokens_out, hd_logprobs_t *lp_out);
 
 /* Sequences currently held. */
 int hd_wexec_n_seqs(hd_wexec_h w);
@@ -89,5 +93,8 @@ void hd_local_grid_destroy(hd_local_grid_h g);
 const hd_model_config_t *hd_local_grid_config(hd_local_grid_h g);
 /* Run @step through every stage; @tokens_out[i] = item i's sampled id (0 if not sampled). */
 hd_status_t hd_local_grid_exec(hd_local_grid_h g, const hd_step_t *step, int32_t *tokens_out);
+/* The same with log-probabilities (see hd_wexec_step_lp); @lp_out may be NULL. */
+hd_status_t hd_local_grid_exec_lp(hd_local_grid_h g, const hd_step_t *step, int32_t *tokens_out,
+                                  hd_logprobs_t *lp_out);
 
 #endif /* HADAL_WORKER_H */

@@ -160,6 +160,12 @@ class Model(unittest.TestCase):
             r = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_logprobs_refused(self):
+        with self.assertRaises(openai.BadRequestError) as cm:
+            self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=2,
+                                            logprobs=True)
+        self.assertIn("logprobs", str(cm.exception))
+
     def test_disconnect_cancels_and_frees_kv(self):
         before = self.srv.metrics()
         s = socket.create_connection(("127.0.0.1", self.srv.port))
@@ -182,6 +188,55 @@ class Model(unittest.TestCase):
         self.assertEqual(self.srv.metrics()["vllm:generation_tokens_total"], gen,
                          "nothing is generated after the cancel")
         self.assertLess(gen - before["vllm:generation_tokens_total"], 3000)
+
+
+class Logprobs(unittest.TestCase):
+    """logprobs / top_logprobs through the in-process backend (the cluster refuses them)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("--in-process", "--pp", "1", "--ep", "1", "--threads", "1").start()
+        cls.oa = openai.OpenAI(base_url=cls.srv.base + "/v1", api_key="none", max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def test_chat_logprobs(self):
+        m = self.srv.model
+        r = self.oa.chat.completions.create(model=m, messages=MSGS, max_tokens=6, temperature=0,
+                                            logprobs=True, top_logprobs=3, extra_body={
+                                                "ignore_eos": True})
+        lp = r.choices[0].logprobs.content
+        self.assertEqual(len(lp), r.usage.completion_tokens)
+        for e in lp:
+            self.assertLessEqual(e.logprob, 0.0)
+            self.assertEqual(len(e.top_logprobs), 3)
+            self.assertEqual(bytes(e.bytes).decode("utf-8", "replace"), e.token)
+            tops = [t.logprob for t in e.top_logprobs]
+            self.assertEqual(tops, sorted(tops, reverse=True))
+            # greedy: the sampled token is the most likely one
+            self.assertAlmostEqual(e.logprob, tops[0], places=4)
+        s = self.oa.chat.completions.create(model=m, messages=MSGS, max_tokens=6, temperature=0,
+                                            logprobs=True, top_logprobs=2, stream=True,
+                                            extra_body={"ignore_eos": True})
+        got = [e for c in s if c.choices and c.choices[0].logprobs
+               for e in c.choices[0].logprobs.content]
+        self.assertEqual([e.token for e in got], [e.token for e in lp])
+        self.assertEqual([round(e.logprob, 4) for e in got], [round(e.logprob, 4) for e in lp])
+        self.assertTrue(all(len(e.top_logprobs) == 2 for e in got))
+        r = self.oa.chat.completions.create(model=m, messages=MSGS, max_tokens=3, logprobs=True)
+        self.assertEqual(r.choices[0].logprobs.content[0].top_logprobs, [])
+
+    def test_completion_logprobs(self):
+        r = self.oa.completions.create(model=self.srv.model, prompt="Once upon", max_tokens=5,
+                                       temperature=0, logprobs=2, extra_body={"ignore_eos": True})
+        lp = r.choices[0].logprobs
+        self.assertEqual(len(lp.tokens), 5)
+        self.assertEqual(len(lp.token_logprobs), 5)
+        self.assertEqual(len(lp.top_logprobs), 5)
+        self.assertEqual(lp.text_offset[0], 0)
+        self.assertTrue(all(len(t) <= 2 for t in lp.top_logprobs))
 
 
 class Auth(unittest.TestCase):
