@@ -2,7 +2,8 @@
  * cluster.c - the coordinator runtime. One thread owns a listening control port, one TCP
  * connection per worker (hadal/proto.h frames, read without blocking into per-connection
  * buffers), the scheduler (hadal/sched.h) and, when asked, the local worker processes it
- * starts and restarts. The API functions (thread-safe) take the same recursive lock.
+ * starts and restarts. The API functions (thread-safe) take the same lock; request callbacks
+ * are queued under it and delivered by the cluster thread after it let go (cl_deliver).
  *
  * Placement rounds. When every grid cell has a registered worker, a round starts: epoch++,
  * each worker gets an assignment Placement (its cell, layers, experts, model, transport; no
@@ -92,11 +93,24 @@ typedef enum {
  * also those still queued when the cluster is destroyed. */
 typedef struct cl_req {
     struct cl_req *prev, *next; /* live requests */
+    struct hd_cluster *c;
     hd_req_id_t id;
     hd_sched_token_func_t fn;
     void *user;
     bool shutdown;             /* a cancellation at destroy: report it as an error */
 } cl_req_t;
+
+/* A callback to deliver: collected under the lock, delivered by the cluster thread without
+ * it, so callbacks never run inside the cluster's lock (no lock-order trouble for callers
+ * that hold their own lock while calling hd_cluster_submit). */
+typedef struct {
+    hd_sched_token_func_t fn;
+    void *user;
+    hd_req_id_t id;
+    int32_t token;
+    hd_finish_t finish;
+    char *why;                 /* owned copy, or NULL */
+} cl_event_t;
 
 typedef struct {
     pid_t pid;
@@ -112,7 +126,8 @@ struct hd_cluster {
     int n_ranks;
     int *layer_lo, *layer_hi; /* [pp]: the planner's stages, or the even split */
     char placement_how[256];
-    pthread_mutex_t lock;      /* recursive: callbacks may re-enter the API */
+    pthread_mutex_t lock;      /* recursive: the out-of-memory path of cl_req_on_token calls
+                                  back under it */
     pthread_cond_t ready_cond;
     pthread_t thread;
     bool stop;
@@ -143,6 +158,8 @@ struct hd_cluster {
     int64_t last_hb_ms;
     double cpu_seconds;
     cl_req_t live;             /* list head of requests without their final callback */
+    cl_event_t *ev;            /* callbacks waiting for delivery, in order */
+    int n_ev, cap_ev;
     /* encode scratch */
     hd_proto_step_item_t *pitems;
     int cap_pitems;
@@ -246,21 +263,48 @@ static hd_status_t cl_stages(hd_cluster_h c)
 
 /* ---- requests ---- */
 
+/* The scheduler's callback (under the lock): queue the user's for delivery. */
 static void cl_req_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t finish,
                             const char *why)
 {
     cl_req_t *r = user;
+    hd_cluster_h c = r->c;
     if (finish == HD_FINISH_CANCELLED && r->shutdown) {
         finish = HD_FINISH_ERROR;
         why = "coordinator shutting down; the request may be retried";
     }
     if (r->fn != NULL) {
-        r->fn(r->user, id, token, finish, why);
+        cl_event_t e = {r->fn, r->user, id, token, finish,
+                        why ? hd_strdup(why, "callback reason") : NULL};
+        if (cl_grow((void **)&c->ev, &c->cap_ev, c->n_ev + 1, sizeof(*c->ev), "callbacks") == 0) {
+            c->ev[c->n_ev++] = e;
+        } else { /* out of memory: deliver now, under the lock, rather than lose it */
+            r->fn(r->user, id, token, finish, why);
+            hd_free(e.why);
+        }
     }
     if (finish != HD_FINISH_NONE) {
         r->prev->next = r->next;
         r->next->prev = r->prev;
         hd_free(r);
+    }
+}
+
+/* Deliver queued callbacks without the lock (cluster thread only; called with it held). */
+static void cl_deliver(hd_cluster_h c)
+{
+    while (c->n_ev > 0) {
+        cl_event_t *ev = c->ev;
+        int n = c->n_ev;
+        c->ev = NULL;
+        c->n_ev = c->cap_ev = 0;
+        pthread_mutex_unlock(&c->lock);
+        for (int i = 0; i < n; i++) {
+            ev[i].fn(ev[i].user, ev[i].id, ev[i].token, ev[i].finish, ev[i].why);
+            hd_free(ev[i].why);
+        }
+        hd_free(ev);
+        pthread_mutex_lock(&c->lock);
     }
 }
 
@@ -1110,6 +1154,7 @@ static void *cl_main(void *arg)
         }
         cl_pump(c);
         cl_reap(c);
+        cl_deliver(c);
         struct timespec ts;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
         c->cpu_seconds = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -1133,6 +1178,7 @@ static void *cl_main(void *arg)
             (void)cl_conn_send(c->conns[i], &d);
         }
     }
+    cl_deliver(c);
     pthread_mutex_unlock(&c->lock);
     hd_free(pfd);
     return NULL;
@@ -1182,6 +1228,10 @@ static void cl_free(hd_cluster_h c)
         c->live.next = r->next;
         hd_free(r);
     }
+    for (int i = 0; i < c->n_ev; i++) {
+        hd_free(c->ev[i].why);
+    }
+    hd_free(c->ev);
     if (c->listen_fd >= 0) {
         close(c->listen_fd);
     }
@@ -1400,6 +1450,7 @@ hd_status_t hd_cluster_submit(hd_cluster_h c, const hd_request_t *req, hd_req_id
     hd_request_t q = *req;
     r->fn = req->on_token;
     r->user = req->user;
+    r->c = c;
     q.on_token = cl_req_on_token;
     q.user = r;
     pthread_mutex_lock(&c->lock);

@@ -10,8 +10,9 @@
  * hands out ranks, the placement and the address table as they register.
  *
  * Threads. Every function here is thread-safe. Request callbacks (hd_request_t.on_token) run
- * on the cluster's own thread with its lock held: keep them short; they may call
- * hd_cluster_submit / hd_cluster_cancel / hd_cluster_stats, never hd_cluster_destroy.
+ * on the cluster's own thread, in order per request, without any lock of the cluster held
+ * (callers may hold their own lock around hd_cluster_submit); keep them short: the next
+ * step waits for them. They may call any function here except hd_cluster_destroy.
  * Ownership: prompts and stop ids are copied at submission.
  *
  * Failures (docs/CLUSTER.md has the details). A worker that dies (its control connection
@@ -113,8 +114,9 @@ hd_status_t hd_cluster_wait_ready(hd_cluster_h cluster, int timeout_ms);
  */
 hd_status_t hd_cluster_submit(hd_cluster_h cluster, const hd_request_t *req, hd_req_id_t *id_p);
 
-/* Cancel: the callback gets HD_FINISH_CANCELLED now; every worker holding the sequence frees
- * it with the next step (before any new sequence of that step) and acknowledges it.
+/* Cancel: the callback gets HD_FINISH_CANCELLED (on the cluster thread, soon after); every
+ * worker holding the sequence frees it with the next step (before any new sequence of that
+ * step) and acknowledges it.
  * HD_ERR_NOT_FOUND when @id is not running or waiting. */
 hd_status_t hd_cluster_cancel(hd_cluster_h cluster, hd_req_id_t id);
 
