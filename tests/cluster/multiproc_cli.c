@@ -6,6 +6,9 @@
  */
 #include "cluster_testutil.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 static int run_capture(const char *cmd, char *out, size_t cap)
@@ -94,4 +97,47 @@ HD_TEST(serve_without_arguments_serves_the_builtin_model)
         HD_CHECK_MSG(strcmp(one, ref) == 0, "request %d: '%s' vs single engine '%s'", i + 1,
                      one, ref);
     }
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sin);
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        return -1;
+    }
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+/* hadal-coordinator and two hadal-worker processes started by hand (the installed names). */
+HD_TEST(coordinator_and_workers_by_hand)
+{
+    char dir[1200], cmd[4096], out[4096], ref[1024];
+    const char *bd = getenv("HD_BUILD_DIR");
+    int port = free_port();
+    HD_CHECK_TRUE(port > 0);
+    HD_CHECK_INT_EQ(tu_checkpoint("tiny-a", 7, dir, sizeof(dir)), 0);
+    snprintf(cmd, sizeof(cmd),
+             "timeout 60 %s run --model %s --prompt-ids 9,8,7 --max-tokens 7 --threads 1 "
+             "2>/dev/null", ct_hadal(), dir);
+    HD_CHECK_INT_EQ(run_capture(cmd, ref, sizeof(ref)), 0);
+    ref[strcspn(ref, "\n")] = '\0';
+    /* the workers start first and wait for the coordinator; it serves one request, leaves */
+    snprintf(cmd, sizeof(cmd),
+             "B=%s/tools; (timeout 60 $B/hadal-worker --coordinator 127.0.0.1:%d --threads 1 "
+             "--exit-on-disconnect 2>/dev/null &); (timeout 60 $B/hadal-worker --coordinator "
+             "127.0.0.1:%d --threads 1 --exit-on-disconnect 2>/dev/null &); echo 9,8,7 | "
+             "timeout 60 $B/hadal-coordinator --pp 1 --ep 2 --model %s --listen 127.0.0.1:%d "
+             "--stdin --max-tokens 7 2>/dev/null", bd ? bd : "..", port, port, dir, port);
+    HD_CHECK_INT_EQ(run_capture(cmd, out, sizeof(out)), 0);
+    char *bracket = strstr(out, " [");
+    if (bracket != NULL) {
+        *bracket = '\0';
+    }
+    HD_CHECK_MSG(strncmp(out, "1: ", 3) == 0 && strcmp(out + 3, ref) == 0, "'%s' vs '%s'", out,
+                 ref);
 }
