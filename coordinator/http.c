@@ -140,6 +140,22 @@ typedef struct {
 } inbox_msg_t;
 
 static void lp_completion_json(const api_choice_t *c, hd_buf_t *b);
+static void guard_mark(hd_http_h s, struct evhttp_connection *conn, bool busy);
+
+/*
+ * Slow clients. evhttp's timeout only bounds inactivity, so a client trickling one header byte
+ * at a time would hold its connection forever. Each connection is guarded: one that has not
+ * delivered a whole request within --http-timeout seconds of being accepted (or of its last
+ * answer) is shut down.
+ */
+typedef struct conn_guard {
+    hd_http_h srv;
+    struct bufferevent *bev;    /* the connection's bufferevent (we hold a reference) */
+    double since;               /* accepted, or the last request answered */
+    bool busy;                  /* a request is being answered */
+    bool shut;                  /* we shut the socket down */
+    struct conn_guard *next, *prev;
+} conn_guard_t;
 
 struct hd_http {
     hd_http_params_t p;
@@ -159,6 +175,9 @@ struct hd_http {
     uint64_t next_job;
     metrics_t m;
     struct evbuffer *scratch;
+    conn_guard_t *guards;       /* live connections */
+    struct event *sweep_ev;
+    uint64_t slow_closed;       /* connections closed for reading a request too slowly */
 };
 
 static double now_s(void)
@@ -848,6 +867,7 @@ static void job_complete(api_job_t *j)
     if (j->req != NULL) {
         if (j->conn != NULL) {
             evhttp_connection_set_closecb(j->conn, NULL, NULL);
+            guard_mark(s, j->conn, false);
         }
         if (j->r.stream) {
             if (!is_anth(j) && !j->closed) {
@@ -1343,6 +1363,7 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
     j->req = req;
     j->conn = evhttp_request_get_connection(req);
     evhttp_connection_set_closecb(j->conn, job_conn_closed, j);
+    guard_mark(s, j->conn, true);
     struct bufferevent *bev = evhttp_connection_get_bufferevent(j->conn);
     evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
     if (fd >= 0) {
@@ -1474,12 +1495,104 @@ static void handle_metrics(hd_http_h s, struct evhttp_request *req)
                 "Requests cancelled because the client went away.");
     hd_buf_printf(&b, "hadal:client_disconnects_total %llu\n",
                   (unsigned long long)s->m.aborted_disconnect);
+    metric_head(&b, "hadal:slow_clients_closed_total", "counter",
+                "Connections closed because a request took longer than the timeout to arrive.");
+    hd_buf_printf(&b, "hadal:slow_clients_closed_total %llu\n",
+                  (unsigned long long)s->slow_closed);
     metric_head(&b, "hadal:steps_total", "counter", "Scheduler steps executed.");
     hd_buf_printf(&b, "hadal:steps_total %llu\n", (unsigned long long)st.steps);
     if (!b.failed) {
         reply_body(s, req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     }
     hd_buf_cleanup(&b);
+}
+
+/* ---- slow-client guard ---- */
+
+/* Called by evhttp for each accepted connection: a socket bufferevent we hold a reference on,
+ * so the sweep can tell when evhttp has freed it (its callbacks are cleared). */
+static struct bufferevent *guard_bevcb(struct event_base *base, void *arg)
+{
+    hd_http_h s = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    conn_guard_t *g = bev ? hd_calloc(1, sizeof(*g), "http connection guard") : NULL;
+    if (g == NULL) {
+        return bev; /* unguarded (or NULL: evhttp drops the connection) */
+    }
+    bufferevent_incref(bev);
+    g->srv = s;
+    g->bev = bev;
+    g->since = now_s();
+    g->next = s->guards;
+    if (s->guards) {
+        s->guards->prev = g;
+    }
+    s->guards = g;
+    return bev;
+}
+
+static conn_guard_t *guard_find(hd_http_h s, struct evhttp_connection *conn)
+{
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+    for (conn_guard_t *g = s->guards; g != NULL && bev != NULL; g = g->next) {
+        if (g->bev == bev) {
+            return g;
+        }
+    }
+    return NULL;
+}
+
+/* A request has been read (@busy) or answered (!@busy): the clock restarts. */
+static void guard_mark(hd_http_h s, struct evhttp_connection *conn, bool busy)
+{
+    conn_guard_t *g = guard_find(s, conn);
+    if (g != NULL) {
+        g->busy = busy;
+        g->since = now_s();
+    }
+}
+
+static void guard_unlink(hd_http_h s, conn_guard_t *g)
+{
+    if (g->prev) {
+        g->prev->next = g->next;
+    } else if (s->guards == g) {
+        s->guards = g->next;
+    }
+    if (g->next) {
+        g->next->prev = g->prev;
+    }
+    bufferevent_decref(g->bev);
+    hd_free(g);
+}
+
+/* Every 250 ms: forget connections evhttp freed; shut those that have spent more than the
+ * timeout without a whole request (trickled headers or body) so evhttp sees them fail. */
+static void guard_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    hd_http_h s = arg;
+    double t = now_s();
+    (void)fd;
+    (void)what;
+    for (conn_guard_t *g = s->guards, *next; g != NULL; g = next) {
+        bufferevent_data_cb rcb, wcb;
+        bufferevent_event_cb ecb;
+        void *cbarg;
+        next = g->next;
+        bufferevent_getcb(g->bev, &rcb, &wcb, &ecb, &cbarg);
+        if (rcb == NULL && wcb == NULL && ecb == NULL) {
+            guard_unlink(s, g);
+            continue;
+        }
+        evutil_socket_t sfd = bufferevent_getfd(g->bev);
+        if (!g->busy && !g->shut && sfd >= 0 && t - g->since > s->p.timeout_s) {
+            hd_debug(HD_SUBSYS_API, "closing a connection with no whole request after %d s",
+                     s->p.timeout_s);
+            shutdown(sfd, SHUT_RDWR);
+            g->shut = true;
+            s->slow_closed++;
+        }
+    }
 }
 
 static void router(struct evhttp_request *req, void *arg)
@@ -1489,6 +1602,7 @@ static void router(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     char path[128];
     api_err_t e = {0};
+    guard_mark(s, evhttp_request_get_connection(req), false);
     size_t n = strcspn(uri ? uri : "", "?");
     snprintf(path, sizeof(path), "%.*s", (int)(n < 127 ? n : 127), uri ? uri : "");
     bool anth = strcmp(path, "/v1/messages") == 0;
@@ -1631,6 +1745,14 @@ hd_status_t hd_http_create(const hd_http_params_t *params, hd_http_h *http_p)
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(s->http, router, s);
+    evhttp_set_bevcb(s->http, guard_bevcb, s);
+    {
+        struct timeval tv = {0, 250 * 1000};
+        s->sweep_ev = event_new(s->base, -1, EV_PERSIST, guard_sweep, s);
+        if (s->sweep_ev == NULL || event_add(s->sweep_ev, &tv) != 0) {
+            goto err_free;
+        }
+    }
     s->sock = evhttp_bind_socket_with_handle(s->http, s->p.host, (ev_uint16_t)s->p.port);
     if (s->sock == NULL) {
         hd_error(HD_SUBSYS_API, "cannot listen on %s:%d: %m", s->p.host, s->p.port);
@@ -1711,11 +1833,17 @@ void hd_http_destroy(hd_http_h s)
     if (s->stop_ev) {
         event_free(s->stop_ev);
     }
+    if (s->sweep_ev) {
+        event_free(s->sweep_ev);
+    }
     if (s->inbox_ev) {
         event_free(s->inbox_ev);
     }
     if (s->http) {
         evhttp_free(s->http);
+    }
+    while (s->guards != NULL) {
+        guard_unlink(s, s->guards);
     }
     if (s->scratch) {
         evbuffer_free(s->scratch);

@@ -303,37 +303,44 @@ class Replay(unittest.TestCase):
             self.an.messages.create(model=m, max_tokens=10, messages=[])
         self.assertTrue(self.srv.alive())
 
-    def test_slow_client_timed_out(self):
-        """A slowloris client (headers never finished) is dropped after --http-timeout; others
-        are served meanwhile."""
+    def trickle(self, head, piece):
+        """Send @head, then @piece every 0.3 s; seconds until the server closes (or None)."""
         s = socket.create_connection(("127.0.0.1", self.srv.port))
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(head)
         t0 = time.time()
-        r = self.chat("text")
-        self.assertEqual(r.choices[0].finish_reason, "stop")
-        s.settimeout(10)
-        closed = False
         try:
             while time.time() - t0 < 10:
-                s.sendall(b"X-Slow: 1\r\n")
+                s.sendall(piece)
                 time.sleep(0.3)
-                if s.recv(4096, socket.MSG_DONTWAIT) == b"":
-                    closed = True
-                    break
-        except (BlockingIOError, ):
-            pass
+                try:
+                    if s.recv(4096, socket.MSG_DONTWAIT) == b"":
+                        return time.time() - t0
+                except BlockingIOError:
+                    pass
         except (ConnectionResetError, BrokenPipeError):
-            closed = True
-        if not closed:
-            try:
-                while time.time() - t0 < 10:
-                    s.sendall(b"X-Slow: 1\r\n")
-                    time.sleep(0.3)
-            except (ConnectionResetError, BrokenPipeError):
-                closed = True
-        s.close()
-        self.assertTrue(closed, "the slow connection was not closed")
-        self.assertLess(time.time() - t0, 9)
+            return time.time() - t0
+        finally:
+            s.close()
+        return None
+
+    def test_slow_clients_closed(self):
+        """Slowloris: headers or a body trickled byte by byte never make a whole request; the
+        connection is closed about --http-timeout (2 s) after it was accepted, while other
+        requests are served meanwhile."""
+        before = self.srv.metrics()["hadal:slow_clients_closed_total"]
+        res = {}
+        th = threading.Thread(target=lambda: res.update(
+            head=self.trickle(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+                              b"X-Slow: 1\r\n")))
+        th.start()
+        self.assertEqual(self.chat("text").choices[0].finish_reason, "stop")
+        body = self.trickle(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 100000\r\n\r\n{", b" ")
+        th.join()
+        for t in (res["head"], body):
+            self.assertIsNotNone(t, "a slow client kept its connection")
+            self.assertLess(t, 5)
+        self.assertGreaterEqual(self.srv.metrics()["hadal:slow_clients_closed_total"], before + 2)
 
     def test_keepalive(self):
         import http.client
@@ -353,7 +360,7 @@ class Admission(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.srv = replay_server("--max-running", "1", "--max-waiting", "1",
-                                "--replay-step-ms", "20").start()
+                                "--replay-step-ms", "20", "--http-timeout", "1").start()
         cls.model = cls.srv.model
 
     @classmethod
@@ -404,6 +411,17 @@ class Admission(unittest.TestCase):
             "model": self.model, "messages": [{"role": "user", "content": "hi"}]},
             headers={"X-Hadal-Replay": "text"})
         self.assertEqual(st, 200, j)
+
+    def test_stream_longer_than_timeout(self):
+        """--http-timeout bounds how long a request takes to arrive, not its answer: a stream
+        of 100 tokens at 20 ms a step (2 s) outlives a 1 s timeout."""
+        st, _, data = self.srv.request("POST", "/v1/chat/completions", {
+            "model": self.model, "stream": True, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}]}, {"X-Hadal-Replay": "long"})
+        self.assertEqual(st, 200)
+        ev = sse_events(data.decode())
+        self.assertEqual(ev[-1][1], "[DONE]")
+        self.assertEqual(json.loads(ev[-2][1])["choices"][0]["finish_reason"], "length")
 
     def test_disconnect_non_stream(self):
         s = socket.create_connection(("127.0.0.1", self.srv.port))
