@@ -381,8 +381,9 @@ class Admission(unittest.TestCase):
         a = self.open_stream()
         a.settimeout(10)
         self.assertIn(b"200 OK", a.recv(4096))
+        self.srv.wait_metric("vllm:num_requests_running", lambda v: v == 1)
         b = self.open_stream()
-        time.sleep(0.2)
+        self.srv.wait_metric("vllm:num_requests_waiting", lambda v: v == 1)
         st, h, j = self.srv.post_json("/v1/chat/completions", {
             "model": self.model, "messages": [{"role": "user", "content": "hi"}]},
             headers={"X-Hadal-Replay": "text"})
