@@ -1324,7 +1324,8 @@ hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *c
 #undef CL_DEF
     hd_sched_params_t sp = {.n_columns = params->ep, .max_running = c->p.max_running,
                             .max_waiting = c->p.max_waiting, .step_tokens = c->p.step_tokens,
-                            .prefill_chunk = c->p.prefill_chunk, .max_context = c->p.max_context};
+                            .prefill_chunk = c->p.prefill_chunk, .max_context = c->p.max_context,
+                            .micro_batches = c->p.max_in_flight};
     st = hd_sched_create(&sp, &c->sched);
     if (st != HD_OK) {
         snprintf(err, sizeof(err), "scheduler parameters refused");

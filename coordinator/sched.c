@@ -73,7 +73,8 @@ hd_status_t hd_sched_create(const hd_sched_params_t *params, hd_sched_h *sched_p
 {
     hd_sched_h s;
     if (params->n_columns < 1 || params->max_running < 1 || params->max_waiting < 0 ||
-        params->step_tokens < 1 || params->prefill_chunk < 1 || params->max_context < 2) {
+        params->step_tokens < 1 || params->prefill_chunk < 1 || params->max_context < 2 ||
+        params->micro_batches < 0) {
         return HD_ERR_INVALID_PARAM;
     }
     s = hd_calloc(1, sizeof(*s), "scheduler");
@@ -289,11 +290,16 @@ hd_status_t hd_sched_next_step(hd_sched_h s, hd_step_t **step_p)
     }
     for (int c = 0; c < s->p.n_columns; c++) {
         int budget = s->p.step_tokens;
+        int quota = INT32_MAX; /* sequences of this column in this step */
         if (s->col_down[c]) {
             continue;
         }
+        if (s->p.micro_batches > 1) { /* an even share of the column per micro-batch */
+            int n_col = column_load(s, c);
+            quota = (n_col + s->p.micro_batches - 1) / s->p.micro_batches;
+        }
         /* decode tokens first: latency of running sequences */
-        for (int i = 0; i < s->n_run && budget > 0; i++) {
+        for (int i = 0; i < s->n_run && budget > 0 && quota > 0; i++) {
             sched_req_t *r = s->run[i];
             if (r->column == c && !r->in_flight && !r->finished && r->n_sent >= r->n_prompt &&
                 r->n_sent < r->n_tok) {
@@ -301,10 +307,11 @@ hd_status_t hd_sched_next_step(hd_sched_h s, hd_step_t **step_p)
                     goto oom;
                 }
                 budget--;
+                quota--;
             }
         }
         /* then prefill chunks, oldest first */
-        for (int i = 0; i < s->n_run && budget > 0; i++) {
+        for (int i = 0; i < s->n_run && budget > 0 && quota > 0; i++) {
             sched_req_t *r = s->run[i];
             if (r->column == c && !r->in_flight && !r->finished && r->n_sent < r->n_prompt) {
                 int64_t n = r->n_prompt - r->n_sent;
@@ -314,6 +321,7 @@ hd_status_t hd_sched_next_step(hd_sched_h s, hd_step_t **step_p)
                     goto oom;
                 }
                 budget -= (int)n;
+                quota--;
             }
         }
     }

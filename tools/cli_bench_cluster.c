@@ -3,7 +3,8 @@
  * greedy requests (B sequences, P prompt tokens, T generated each) runs (1) on one engine in
  * this process, decoded as one batch per step, and (2) through the coordinator runtime on a
  * PP x EP grid of local worker processes (and on a 1x1 process grid, where every step holds
- * the whole batch). Reported: tokens/s end to end, steps, and the coordinator thread's CPU
+ * the whole batch), and on a PP x 1 grid with one and with PP micro-batches in flight (the
+ * pipeline overlap). Reported: tokens/s end to end, steps, and the coordinator thread's CPU
  * time per step and per generated token (hd_cluster_stats.cpu_seconds).
  */
 #define _GNU_SOURCE
@@ -258,5 +259,9 @@ int hd_cli_bench_cluster(int argc, char **argv)
     fflush(stdout);
     int rc = bc_grid(&o, 1, 1, 1, exe);
     rc |= bc_grid(&o, o.pp, o.ep, o.pp, exe);
+    if (o.pp > 1) { /* the pipeline: all stages busy only with micro-batches in flight */
+        rc |= bc_grid(&o, o.pp, 1, 1, exe);
+        rc |= bc_grid(&o, o.pp, 1, o.pp, exe);
+    }
     return rc;
 }

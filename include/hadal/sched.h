@@ -54,6 +54,10 @@ typedef struct {
     int step_tokens;       /* token budget of one step per column (decode + prefill) */
     int prefill_chunk;     /* most prompt tokens of one sequence in one step */
     int max_context;       /* prompt + generated tokens per sequence */
+    int micro_batches;     /* (optional) > 1: a step takes at most 1/micro_batches of a
+                              column's running sequences, so that many steps in flight share
+                              them evenly and every pipeline stage has work; 0 or 1: a step
+                              takes every ready sequence (within step_tokens) */
 } hd_sched_params_t;
 
 typedef struct {
