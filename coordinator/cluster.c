@@ -76,6 +76,7 @@ typedef struct {
 typedef struct {
     hd_step_t *step;
     int32_t *tokens;           /* [n_items] */
+    hd_logprobs_t *lps;        /* [n_items] when some item wants logprobs, else NULL */
     bool *col_done;            /* [ep] */
     int cols_left;
     int64_t sent_ms;
@@ -96,6 +97,7 @@ typedef struct cl_req {
     struct hd_cluster *c;
     hd_req_id_t id;
     hd_sched_token_func_t fn;
+    hd_sched_logprobs_func_t lpfn;
     void *user;
     bool shutdown;             /* a cancellation at destroy: report it as an error */
 } cl_req_t;
@@ -105,11 +107,13 @@ typedef struct cl_req {
  * that hold their own lock while calling hd_cluster_submit). */
 typedef struct {
     hd_sched_token_func_t fn;
+    hd_sched_logprobs_func_t lpfn; /* set: a logprobs event (lp), else a token event */
     void *user;
     hd_req_id_t id;
     int32_t token;
     hd_finish_t finish;
     char *why;                 /* owned copy, or NULL */
+    hd_logprobs_t lp;
 } cl_event_t;
 
 typedef struct {
@@ -274,8 +278,8 @@ static void cl_req_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish
         why = "coordinator shutting down; the request may be retried";
     }
     if (r->fn != NULL) {
-        cl_event_t e = {r->fn, r->user, id, token, finish,
-                        why ? hd_strdup(why, "callback reason") : NULL};
+        cl_event_t e = {.fn = r->fn, .user = r->user, .id = id, .token = token,
+                        .finish = finish, .why = why ? hd_strdup(why, "callback reason") : NULL};
         if (cl_grow((void **)&c->ev, &c->cap_ev, c->n_ev + 1, sizeof(*c->ev), "callbacks") == 0) {
             c->ev[c->n_ev++] = e;
         } else { /* out of memory: deliver now, under the lock, rather than lose it */
@@ -290,6 +294,19 @@ static void cl_req_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish
     }
 }
 
+/* The scheduler's logprobs callback (under the lock): queued like the tokens, in order. */
+static void cl_req_on_logprobs(void *user, hd_req_id_t id, const hd_logprobs_t *lp)
+{
+    cl_req_t *r = user;
+    hd_cluster_h c = r->c;
+    cl_event_t e = {.lpfn = r->lpfn, .user = r->user, .id = id, .lp = *lp};
+    if (cl_grow((void **)&c->ev, &c->cap_ev, c->n_ev + 1, sizeof(*c->ev), "callbacks") == 0) {
+        c->ev[c->n_ev++] = e;
+    } else {
+        r->lpfn(r->user, id, lp);
+    }
+}
+
 /* Deliver queued callbacks without the lock (cluster thread only; called with it held). */
 static void cl_deliver(hd_cluster_h c)
 {
@@ -300,7 +317,11 @@ static void cl_deliver(hd_cluster_h c)
         c->n_ev = c->cap_ev = 0;
         pthread_mutex_unlock(&c->lock);
         for (int i = 0; i < n; i++) {
-            ev[i].fn(ev[i].user, ev[i].id, ev[i].token, ev[i].finish, ev[i].why);
+            if (ev[i].lpfn != NULL) {
+                ev[i].lpfn(ev[i].user, ev[i].id, &ev[i].lp);
+            } else {
+                ev[i].fn(ev[i].user, ev[i].id, ev[i].token, ev[i].finish, ev[i].why);
+            }
             hd_free(ev[i].why);
         }
         hd_free(ev);
@@ -388,6 +409,7 @@ static void cl_flight_fail_all(hd_cluster_h c, const char *why)
         }
         hd_sched_step_done(c->sched, f->step, f->tokens, why);
         hd_free(f->tokens);
+        hd_free(f->lps);
         hd_free(f->col_done);
         memset(f, 0, sizeof(*f));
         c->fl_head = (c->fl_head + 1) % c->p.max_in_flight;
@@ -573,7 +595,7 @@ static hd_status_t cl_step_send(hd_cluster_h c, hd_step_t *st)
         c->pitems[i] = (hd_proto_step_item_t){
             .seq_id = it->id, .column = it->column, .n_tokens = it->n_tokens,
             .tokens = it->tokens, .pos = it->pos, .first = it->first, .sample = it->sample,
-            .sampling = it->sampling};
+            .sampling = it->sampling, .n_logprobs = it->logprobs};
     }
     for (int i = 0; i < st->n_release; i++) {
         if (cl_is_cancelled(c, st->release[i], true)) {
@@ -615,9 +637,15 @@ static void cl_pump(hd_cluster_h c)
         f->tokens = hd_calloc((size_t)st->n_items + 1, sizeof(*f->tokens), "step tokens");
         f->col_done = hd_calloc((size_t)c->p.ep, sizeof(*f->col_done), "step columns");
         f->cols_left = c->p.ep;
+        bool want_lp = false;
+        for (int i = 0; i < st->n_items; i++) {
+            want_lp |= st->items[i].logprobs > 0 && st->items[i].sample;
+        }
+        f->lps = want_lp ? hd_calloc((size_t)st->n_items, sizeof(*f->lps), "step logprobs")
+                         : NULL;
         f->sent_ms = cl_now_ms();
         c->fl_n++;
-        if (f->tokens == NULL || f->col_done == NULL) {
+        if (f->tokens == NULL || f->col_done == NULL || (want_lp && f->lps == NULL)) {
             cl_grid_fail(c, "coordinator out of memory");
             return;
         }
@@ -634,8 +662,9 @@ static void cl_flight_retire(hd_cluster_h c)
 {
     while (c->fl_n > 0 && c->flight[c->fl_head].cols_left == 0) {
         cl_flight_t *f = &c->flight[c->fl_head];
-        hd_sched_step_done(c->sched, f->step, f->tokens, NULL);
+        hd_sched_step_done_lp(c->sched, f->step, f->tokens, f->lps, NULL);
         hd_free(f->tokens);
+        hd_free(f->lps);
         hd_free(f->col_done);
         memset(f, 0, sizeof(*f));
         c->fl_head = (c->fl_head + 1) % c->p.max_in_flight;
@@ -687,6 +716,17 @@ static void cl_on_step_result(hd_cluster_h c, cl_conn_t *k, const hd_proto_step_
             return;
         }
         f->tokens[i] = it->sample ? r->items[j].token : 0;
+        if (f->lps != NULL && it->sample && it->logprobs > 0) {
+            const hd_proto_item_result_t *q = &r->items[j];
+            if (!q->has_logprob || q->n_top > HD_LOGPROBS_MAX || q->n_top > it->logprobs - 1) {
+                cl_conn_refuse(k, HD_ERR_PROTO, "step result without the logprobs asked for");
+                return;
+            }
+            f->lps[i].logprob = q->logprob;
+            f->lps[i].n_top = q->n_top;
+            memcpy(f->lps[i].top_ids, q->top_ids, sizeof(int32_t) * (size_t)q->n_top);
+            memcpy(f->lps[i].top_logprobs, q->top_logprobs, sizeof(float) * (size_t)q->n_top);
+        }
         j++;
     }
     if (j != r->n_items) {
@@ -1450,9 +1490,11 @@ hd_status_t hd_cluster_submit(hd_cluster_h c, const hd_request_t *req, hd_req_id
     }
     hd_request_t q = *req;
     r->fn = req->on_token;
+    r->lpfn = req->on_logprobs;
     r->user = req->user;
     r->c = c;
     q.on_token = cl_req_on_token;
+    q.on_logprobs = req->on_logprobs != NULL ? cl_req_on_logprobs : NULL;
     q.user = r;
     pthread_mutex_lock(&c->lock);
     hd_status_t st = c->state == GRID_FAILED || c->stop ? HD_ERR_REMOTE

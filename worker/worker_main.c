@@ -89,8 +89,9 @@ typedef struct {
     int32_t *tok;
     hd_step_item_t *items;
     hd_req_id_t *rel;
-    int cap_items, cap_rel, cap_tok, cap_res;
+    int cap_items, cap_rel, cap_tok, cap_res, cap_lp;
     hd_proto_item_result_t *res;
+    hd_logprobs_t *lp;         /* [n_items] last stage: logprobs of sampled items */
 } wk_t;
 
 static int64_t wk_now_ms(void)
@@ -558,8 +559,16 @@ static hd_status_t wk_step_report(wk_t *w, const hd_proto_step_batch_t *sb, hd_s
         for (int i = 0; i < sb->n_items; i++) {
             const hd_proto_step_item_t *it = &sb->items[i];
             if (it->column == w->column) {
-                w->res[n++] = (hd_proto_item_result_t){
-                    .seq_id = it->seq_id, .token = it->sample ? w->tok[i] : -1};
+                hd_proto_item_result_t *q = &w->res[n++];
+                *q = (hd_proto_item_result_t){.seq_id = it->seq_id,
+                                              .token = it->sample ? w->tok[i] : -1};
+                if (it->sample && it->n_logprobs > 0) {
+                    q->has_logprob = true;
+                    q->logprob = w->lp[i].logprob;
+                    q->n_top = w->lp[i].n_top;
+                    q->top_ids = w->lp[i].top_ids;
+                    q->top_logprobs = w->lp[i].top_logprobs;
+                }
             }
         }
     }
@@ -585,6 +594,8 @@ static hd_status_t wk_step(wk_t *w, const hd_proto_step_batch_t *sb)
                 "worker tokens") != HD_OK ||
         wk_grow((void **)&w->res, &w->cap_res, sb->n_items + 1, sizeof(*w->res),
                 "worker results") != HD_OK ||
+        wk_grow((void **)&w->lp, &w->cap_lp, sb->n_items + 1, sizeof(*w->lp),
+                "worker logprobs") != HD_OK ||
         wk_grow((void **)&w->rel, &w->cap_rel, n_rel + 1, sizeof(*w->rel), "worker releases") !=
             HD_OK) {
         return HD_ERR_NO_MEMORY;
@@ -594,7 +605,9 @@ static hd_status_t wk_step(wk_t *w, const hd_proto_step_batch_t *sb)
         w->items[i] = (hd_step_item_t){.id = it->seq_id, .column = it->column,
                                        .tokens = it->tokens, .n_tokens = it->n_tokens,
                                        .pos = it->pos, .first = it->first, .sample = it->sample,
-                                       .sampling = it->sampling};
+                                       .sampling = it->sampling,
+                                       .logprobs = it->n_logprobs < HD_LOGPROBS_MAX + 1
+                                                       ? it->n_logprobs : HD_LOGPROBS_MAX + 1};
         w->tok[i] = -1;
     }
     for (int i = 0; i < sb->n_release; i++) {
@@ -654,7 +667,7 @@ static hd_status_t wk_step(wk_t *w, const hd_proto_step_batch_t *sb)
         out = obuf ? (float *)(obuf + WK_STREAM_HDR) : NULL;
     }
     if (st == HD_OK) {
-        st = hd_wexec_step(w->ex, &step, in, out, w->tok);
+        st = hd_wexec_step_lp(w->ex, &step, in, out, w->tok, last ? w->lp : NULL);
         if (st != HD_OK) {
             snprintf(why, sizeof(why), "rank %d step %llu: %s", w->rank,
                      (unsigned long long)sb->step_id, hd_status_string(st));
@@ -864,6 +877,7 @@ out_free:
     hd_free(w->items);
     hd_free(w->rel);
     hd_free(w->res);
+    hd_free(w->lp);
     pthread_mutex_destroy(&w->tx);
     pthread_cond_destroy(&w->tx_cond);
     hd_free(w);

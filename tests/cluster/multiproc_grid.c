@@ -7,6 +7,7 @@
  * freed every sequence and acknowledged the cancellation.
  */
 #include "cluster_testutil.h"
+#include "hadal/worker.h"
 
 #define NREQ 9
 
@@ -187,4 +188,113 @@ HD_TEST(api_is_thread_safe)
     pthread_mutex_unlock(&ct_lock);
     HD_CHECK_MSG(ct_wait_stats(c, ct_pred_idle, 10), "workers still hold state");
     hd_cluster_destroy(c);
+}
+
+/* ---- log-probabilities travel with the tokens ---- */
+
+typedef struct {
+    ct_req_t r; /* first: the token callback's user is this struct too */
+    hd_logprobs_t lp[CT_MAXTOK];
+    int n_lp;
+} lpreq_t;
+
+static void lp_on_logprobs(void *user, hd_req_id_t id, const hd_logprobs_t *lp)
+{
+    lpreq_t *x = user;
+    (void)id;
+    pthread_mutex_lock(&ct_lock);
+    if (x->n_lp < CT_MAXTOK) {
+        x->lp[x->n_lp++] = *lp;
+    }
+    pthread_mutex_unlock(&ct_lock);
+}
+
+static hd_request_t lp_request(lpreq_t *x, int logprobs)
+{
+    hd_request_t rq = {.prompt = x->r.prompt, .n_prompt = x->r.n_prompt,
+                       .max_tokens = x->r.max_tokens, .sampling = ct_sampling(&x->r),
+                       .on_token = ct_on_token, .user = x, .logprobs = logprobs,
+                       .on_logprobs = lp_on_logprobs};
+    x->r.n_got = x->r.n_final = 0;
+    x->n_lp = 0;
+    return rq;
+}
+
+#define NLP 5
+
+HD_TEST(logprobs_equal_in_process_grid)
+{
+    char dir[1200], err[512] = "";
+    static lpreq_t ref[NLP], got[NLP];
+    int32_t tokens[256];
+    static hd_logprobs_t lps[256];
+    prepare("tiny-a", dir, sizeof(dir));
+    /* reference: the scheduler over the in-process 1x1 grid */
+    hd_local_grid_h g = NULL;
+    hd_local_grid_params_t gp = {.model_path = dir, .pp = 1, .ep = 1, .n_threads = 1,
+                                 .err = err, .err_len = sizeof(err)};
+    hd_sched_params_t sp = {.n_columns = 1, .max_running = 8, .max_waiting = 32,
+                            .step_tokens = 64, .prefill_chunk = 16, .max_context = 256};
+    hd_sched_h s = NULL;
+    HD_CHECK_MSG(hd_local_grid_create(&gp, &g) == HD_OK, "%s", err);
+    HD_CHECK_INT_EQ(hd_sched_create(&sp, &s), HD_OK);
+    if (g == NULL || s == NULL) {
+        hd_sched_destroy(s);
+        hd_local_grid_destroy(g);
+        return;
+    }
+    for (int i = 0; i < NLP; i++) {
+        ref[i].r = reqs[i];
+        ref[i].r.stop = -1;
+        hd_request_t rq = lp_request(&ref[i], 1 + (i % 4)); /* top 0..3 */
+        hd_req_id_t id;
+        HD_CHECK_INT_EQ(hd_sched_submit(s, &rq, &id), HD_OK);
+    }
+    for (int n = 0; n < 2000; n++) {
+        hd_step_t *st = NULL;
+        if (hd_sched_next_step(s, &st) != HD_OK) {
+            break;
+        }
+        HD_CHECK_INT_EQ(hd_local_grid_exec_lp(g, st, tokens, lps), HD_OK);
+        HD_CHECK_INT_EQ(hd_sched_step_done_lp(s, st, tokens, lps, NULL), HD_OK);
+    }
+    hd_sched_destroy(s);
+    hd_local_grid_destroy(g);
+    /* the same requests on process grids */
+    static const int grids[][2] = {{2, 2}, {1, 4}};
+    for (int gi = 0; gi < 2; gi++) {
+        ct_grid_t cg = {.pp = grids[gi][0], .ep = grids[gi][1], .dir = dir};
+        hd_cluster_h c = ct_cluster(&cg);
+        if (c == NULL) {
+            return;
+        }
+        for (int i = 0; i < NLP; i++) {
+            got[i].r = ref[i].r;
+            hd_request_t rq = lp_request(&got[i], 1 + (i % 4));
+            HD_CHECK_INT_EQ(hd_cluster_submit(c, &rq, &got[i].r.id), HD_OK);
+        }
+        for (int i = 0; i < NLP; i++) {
+            HD_CHECK_TRUE(ct_wait_all(&got[i].r, 1, 60));
+        }
+        pthread_mutex_lock(&ct_lock);
+        for (int i = 0; i < NLP; i++) {
+            HD_CHECK_INT_EQ(got[i].r.n_got, ref[i].r.n_got);
+            HD_CHECK_MSG(got[i].n_lp == ref[i].n_lp && ref[i].n_lp == ref[i].r.n_got,
+                         "grid %dx%d request %d: %d logprobs vs %d", cg.pp, cg.ep, i,
+                         got[i].n_lp, ref[i].n_lp);
+            for (int t = 0; t < got[i].n_lp && t < ref[i].n_lp; t++) {
+                const hd_logprobs_t *a = &got[i].lp[t], *b = &ref[i].lp[t];
+                bool same = a->logprob == b->logprob && a->n_top == b->n_top &&
+                            a->n_top == i % 4 &&
+                            memcmp(a->top_ids, b->top_ids, sizeof(int32_t) * (size_t)a->n_top) == 0 &&
+                            memcmp(a->top_logprobs, b->top_logprobs,
+                                   sizeof(float) * (size_t)a->n_top) == 0;
+                HD_CHECK_MSG(same, "grid %dx%d request %d token %d: logprob %.9g (top %d) vs "
+                             "%.9g (top %d)", cg.pp, cg.ep, i, t, (double)a->logprob, a->n_top,
+                             (double)b->logprob, b->n_top);
+            }
+        }
+        pthread_mutex_unlock(&ct_lock);
+        hd_cluster_destroy(c);
+    }
 }
