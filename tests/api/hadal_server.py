@@ -93,6 +93,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        time.sleep(0.1)  # the drain thread takes the last lines
+        bad = [l for l in self.log if "Sanitizer" in l or "runtime error:" in l]
+        if bad:
+            raise AssertionError("sanitizer report from hadal serve:\n" + "".join(self.log[-80:]))
         return self.proc.returncode
 
     def alive(self):
