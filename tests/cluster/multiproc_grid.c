@@ -53,6 +53,19 @@ static void run_grid(const char *dir, int pp, int ep)
         }
         usleep(1000);
     }
+    /* with several stages, several micro-batches are in flight at once */
+    int most_in_flight = 0;
+    double t2 = ct_now();
+    while (!ct_wait_all(reqs, NREQ, 0) && ct_now() - t2 < 60) {
+        hd_cluster_stats_t fs;
+        hd_cluster_stats(c, &fs);
+        most_in_flight = fs.in_flight > most_in_flight ? fs.in_flight : most_in_flight;
+        usleep(200);
+    }
+    HD_CHECK_MSG(pp == 1 || most_in_flight >= 2, "grid %dx%d: at most %d step in flight", pp,
+                 ep, most_in_flight);
+    HD_CHECK_MSG(most_in_flight <= pp, "grid %dx%d: %d steps in flight", pp, ep,
+                 most_in_flight);
     HD_CHECK_MSG(ct_wait_all(reqs, NREQ, 60), "grid %dx%d: requests did not finish", pp, ep);
     HD_CHECK_TRUE(ct_wait_all(&extra, 1, 10));
     pthread_mutex_lock(&ct_lock);
