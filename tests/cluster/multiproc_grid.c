@@ -7,15 +7,16 @@
  * freed every sequence and acknowledged the cancellation.
  */
 #include "cluster_testutil.h"
+#include "hadal/net.h"
 #include "hadal/worker.h"
 
 #define NREQ 9
 
 static ct_req_t reqs[NREQ];
 
-static void run_grid(const char *dir, int pp, int ep)
+static void run_grid_on(const char *dir, int pp, int ep, const char *transport)
 {
-    ct_grid_t g = {.pp = pp, .ep = ep, .dir = dir};
+    ct_grid_t g = {.pp = pp, .ep = ep, .dir = dir, .transport = transport};
     double t0 = ct_now();
     hd_cluster_h c = ct_cluster(&g);
     if (c == NULL) {
@@ -89,10 +90,15 @@ static void run_grid(const char *dir, int pp, int ep)
     hd_cluster_stats(c, &s);
     HD_CHECK_INT_EQ(s.worker_failures, 0);
     HD_CHECK_INT_EQ(s.epoch, 1);
-    printf("  grid %dx%d: up in %.3f s, %llu steps, %llu tokens, %.3f s total, coordinator cpu "
-           "%.3f s\n", pp, ep, t_up, (unsigned long long)s.steps,
+    printf("  grid %dx%d (%s): up in %.3f s, %llu steps, %llu tokens, %.3f s total, coordinator "
+           "cpu %.3f s\n", pp, ep, transport ? transport : "tcp", t_up, (unsigned long long)s.steps,
            (unsigned long long)s.generated_tokens, ct_now() - t0, s.cpu_seconds);
     hd_cluster_destroy(c);
+}
+
+static void run_grid(const char *dir, int pp, int ep)
+{
+    run_grid_on(dir, pp, ep, NULL);
 }
 
 static void prepare(const char *preset, char *dir, size_t len)
@@ -118,6 +124,12 @@ HD_TEST(tiny_a_process_grids_equal_single_engine)
     static const int grids[][2] = {{1, 1}, {2, 1}, {1, 2}, {2, 2}, {1, 4}};
     for (size_t i = 0; i < sizeof(grids) / sizeof(grids[0]); i++) {
         run_grid(dir, grids[i][0], grids[i][1]);
+    }
+    if (hd_net_transport_usable("ucx")) { /* the same over the UCX data plane */
+        run_grid_on(dir, 2, 2, "ucx");
+        run_grid_on(dir, 1, 4, "ucx");
+    } else {
+        printf("  ucx: not in this build (tcp only)\n");
     }
 }
 
