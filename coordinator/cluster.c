@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "hadal/cluster.h"
 #include "hadal/alloc.h"
+#include "hadal/gen.h"
 #include "hadal/log.h"
 #include "hadal/plan.h"
 #include "hadal/proto.h"
@@ -39,6 +40,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1261,6 +1263,45 @@ static hd_status_t cl_listen(hd_cluster_h c, char *err, size_t err_len)
     return HD_OK;
 }
 
+/*
+ * The checkpoint of a preset with random weights (seed 1), generated once into
+ * cache_dir/<preset>-s1 (a temporary name renamed into place, so concurrent creators and the
+ * workers never see half a model).
+ */
+static hd_status_t cl_preset_dir(const hd_cluster_params_t *p, char **dir_p, char *err,
+                                 size_t err_len)
+{
+    hd_model_config_t cfg;
+    char dir[4096], probe[4200], tmp[4200];
+    struct stat sb;
+    if (p->cache_dir == NULL) {
+        snprintf(err, err_len, "preset %s needs a cache directory", p->preset);
+        return HD_ERR_INVALID_PARAM;
+    }
+    if (hd_config_preset(p->preset, &cfg) != HD_OK) {
+        snprintf(err, err_len, "unknown preset '%s'", p->preset);
+        return HD_ERR_INVALID_PARAM;
+    }
+    snprintf(dir, sizeof(dir), "%s/%s-s1", p->cache_dir, p->preset);
+    snprintf(probe, sizeof(probe), "%s/model.safetensors.index.json", dir);
+    if (stat(probe, &sb) != 0) {
+        hd_gen_params_t gp = {.seed = 1, .out_dir = tmp, .n_threads = 1};
+        snprintf(tmp, sizeof(tmp), "%s.tmp%d", dir, (int)getpid());
+        hd_info(HD_SUBSYS_SCHED, "generating preset %s (seed 1) into %s", p->preset, dir);
+        hd_status_t st = hd_gen_model(&cfg, &gp, err, err_len);
+        if (st != HD_OK) {
+            return st;
+        }
+        if (rename(tmp, dir) != 0 && stat(probe, &sb) != 0) {
+            snprintf(err, err_len, "cannot move the generated %s into place: %s", p->preset,
+                     strerror(errno));
+            return HD_ERR_IO;
+        }
+    }
+    *dir_p = cl_strdup(dir);
+    return *dir_p != NULL ? HD_OK : HD_ERR_NO_MEMORY;
+}
+
 static void cl_free(hd_cluster_h c)
 {
     while (c->live.next != NULL && c->live.next != &c->live) {
@@ -1322,17 +1363,24 @@ hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *c
     pthread_mutex_init(&c->lock, &ma);
     pthread_mutexattr_destroy(&ma);
     pthread_cond_init(&c->ready_cond, NULL);
-    c->model_dir = cl_strdup(params->model_dir);
+    if (params->model_dir == NULL && params->preset != NULL) {
+        st = cl_preset_dir(params, &c->model_dir, err, sizeof(err));
+        if (st != HD_OK) {
+            goto fail;
+        }
+    } else {
+        c->model_dir = cl_strdup(params->model_dir);
+    }
     c->transport = cl_strdup(params->transport ? params->transport : "tcp");
     c->listen_host = cl_strdup(params->listen_host ? params->listen_host : "127.0.0.1");
     c->worker_exe = cl_strdup(params->worker_exe);
     c->worker_log_level = cl_strdup(params->worker_log_level);
-    if (params->model_dir == NULL) {
-        snprintf(err, sizeof(err), "no model directory");
+    if (c->model_dir == NULL) {
+        snprintf(err, sizeof(err), "no model directory (or preset)");
         st = HD_ERR_INVALID_PARAM;
         goto fail;
     }
-    snprintf(path, sizeof(path), "%s/config.json", params->model_dir);
+    snprintf(path, sizeof(path), "%s/config.json", c->model_dir);
     st = hd_config_load(path, &c->cfg, err, sizeof(err));
     if (st != HD_OK) {
         goto fail;

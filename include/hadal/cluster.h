@@ -41,6 +41,10 @@ typedef struct hd_cluster *hd_cluster_h;
 typedef struct {
     int pp, ep;                  /* grid: stages x expert-parallel columns (>= 1 each) */
     const char *model_dir;       /* checkpoint directory, as the workers see it */
+    const char *preset;          /* (optional) with no model_dir: a preset (tiny-a, ...) with
+                                    random weights, generated once (seed 1) into
+                                    cache_dir/<preset>-s1, which the workers must see too */
+    const char *cache_dir;       /* (with preset) where generated checkpoints live */
     int numerics;                /* hd_numerics_t: 0 official (default), 1 plain */
     const char *transport;       /* workers' data plane: "tcp" (default), "ucx", "mpi" */
     bool load_mtp;               /* last stage binds the MTP block */
@@ -88,10 +92,11 @@ typedef struct {
 } hd_cluster_stats_t;
 
 /*
- * Start the coordinator: read the model's config.json, listen on the control port, start
- * local workers when asked, and return at once (the grid becomes ready in the background:
- * hd_cluster_wait_ready). Errors: HD_ERR_INVALID_PARAM (bad grid for the model, no model),
- * HD_ERR_IO (cannot listen), HD_ERR_NO_MEMORY; @params->err says why.
+ * Start the coordinator: read the model's config.json (generating a preset's checkpoint
+ * first when asked), listen on the control port, start local workers when asked, and return
+ * at once (the grid becomes ready in the background: hd_cluster_wait_ready). Errors:
+ * HD_ERR_INVALID_PARAM (bad grid for the model, no model, unknown preset), HD_ERR_IO (cannot
+ * listen or write the preset), HD_ERR_NO_MEMORY; @params->err says why.
  */
 hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *cluster_p);
 

@@ -9,6 +9,8 @@
 #include "../model/model_testutil.h"
 #include "hadal/cluster.h"
 
+#include <sys/stat.h>
+
 static int finals, errors, cancelled;
 
 static void on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t finish,
@@ -100,4 +102,33 @@ HD_TEST(requests_wait_for_workers_and_end_at_destroy)
     HD_CHECK_INT_EQ(finals, 3);
     HD_CHECK_INT_EQ(cancelled, 1);
     HD_CHECK_INT_EQ(errors, 2);
+}
+
+HD_TEST(preset_is_generated_once_into_the_cache)
+{
+    char cache[1300], probe[1400], err[800] = "";
+    const char *bd = getenv("HD_BUILD_DIR");
+    hd_cluster_h c = NULL;
+    snprintf(cache, sizeof(cache), "%s/testdata/preset-cache", bd ? bd : ".");
+    mkdir(cache, 0755);
+    hd_cluster_params_t p = {.pp = 1, .ep = 2, .preset = "tiny-b", .cache_dir = cache,
+                             .err = err, .err_len = sizeof(err)};
+    for (int round = 0; round < 2; round++) { /* the second finds it */
+        HD_CHECK_MSG(hd_cluster_create(&p, &c) == HD_OK, "%s", err);
+        if (c == NULL) {
+            return;
+        }
+        HD_CHECK_INT_EQ(hd_cluster_config(c)->n_layers > 0, 1);
+        hd_cluster_destroy(c);
+        c = NULL;
+    }
+    snprintf(probe, sizeof(probe), "%s/tiny-b-s1/model.safetensors.index.json", cache);
+    struct stat sb;
+    HD_CHECK_INT_EQ(stat(probe, &sb), 0);
+    p.preset = "no-such-preset";
+    HD_CHECK_INT_EQ(hd_cluster_create(&p, &c), HD_ERR_INVALID_PARAM);
+    HD_CHECK_MSG(strstr(err, "no-such-preset") != NULL, "err: %s", err);
+    p.preset = "tiny-b";
+    p.cache_dir = NULL;
+    HD_CHECK_INT_EQ(hd_cluster_create(&p, &c), HD_ERR_INVALID_PARAM);
 }
