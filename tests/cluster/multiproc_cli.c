@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 static int run_capture(const char *cmd, char *out, size_t cap)
@@ -140,4 +141,69 @@ HD_TEST(coordinator_and_workers_by_hand)
     }
     HD_CHECK_MSG(strncmp(out, "1: ", 3) == 0 && strcmp(out + 3, ref) == 0, "'%s' vs '%s'", out,
                  ref);
+}
+
+static pid_t spawn(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* The coordinator dies (kill -9) under workers that were started to rejoin: a new
+ * coordinator on the same port gets them back and serves. */
+HD_TEST(workers_rejoin_a_restarted_coordinator)
+{
+    char dir[1200], cmd[4096], out[4096], ref[1024], coord[64], exe[1200];
+    int port = free_port(), st;
+    HD_CHECK_TRUE(port > 0);
+    HD_CHECK_INT_EQ(tu_checkpoint("tiny-a", 7, dir, sizeof(dir)), 0);
+    snprintf(cmd, sizeof(cmd),
+             "timeout 60 %s run --model %s --prompt-ids 4,5,6 --max-tokens 6 --threads 1 "
+             "2>/dev/null", ct_hadal(), dir);
+    HD_CHECK_INT_EQ(run_capture(cmd, ref, sizeof(ref)), 0);
+    ref[strcspn(ref, "\n")] = '\0';
+    snprintf(coord, sizeof(coord), "127.0.0.1:%d", port);
+    snprintf(exe, sizeof(exe), "%s", ct_hadal());
+    char *wargv[] = {exe, "worker", "--coordinator", coord, "--threads", "1", NULL};
+    pid_t w0 = spawn(wargv), w1 = spawn(wargv);
+    char *cargv[] = {exe, "coordinator", "--pp", "1", "--ep", "2", "--model", dir, "--listen",
+                     coord, NULL};
+    pid_t c1 = spawn(cargv);
+    usleep(1500 * 1000); /* placed and serving (nothing to serve) */
+    kill(c1, SIGKILL);
+    waitpid(c1, &st, 0);
+    snprintf(cmd, sizeof(cmd),
+             "echo 4,5,6 | timeout 60 %s coordinator --pp 1 --ep 2 --model %s --listen %s "
+             "--stdin --max-tokens 6 2>/dev/null", exe, dir, coord);
+    HD_CHECK_INT_EQ(run_capture(cmd, out, sizeof(out)), 0);
+    char *bracket = strstr(out, " [");
+    if (bracket != NULL) {
+        *bracket = '\0';
+    }
+    HD_CHECK_MSG(strncmp(out, "1: ", 3) == 0 && strcmp(out + 3, ref) == 0, "'%s' vs '%s'", out,
+                 ref);
+    /* the second coordinator told them to exit */
+    for (int i = 0; i < 2; i++) {
+        pid_t w = i ? w1 : w0;
+        double t0 = ct_now();
+        int rc = -1;
+        while (ct_now() - t0 < 10) {
+            if (waitpid(w, &st, WNOHANG) == w) {
+                rc = WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+                break;
+            }
+            usleep(10000);
+        }
+        HD_CHECK_MSG(rc == 0, "worker %d: exit %d", i, rc);
+        if (rc == -1) {
+            kill(w, SIGKILL);
+            waitpid(w, &st, 0);
+        }
+    }
 }
