@@ -836,6 +836,9 @@ static void cl_on_message(hd_cluster_h c, int idx, cl_conn_t *k, hd_proto_msg_t 
         cl_on_register(c, idx, k, &m->reg);
         return;
     case HD_PROTO_HEARTBEAT:
+        if (k->rank < 0 && m->heartbeat.rank == -1) {
+            return; /* alive, not registered yet (its Register is on the way) */
+        }
         if (k->rank < 0 || (m->heartbeat.rank != -1 && m->heartbeat.rank != k->rank)) {
             snprintf(why, sizeof(why), "heartbeat of rank %d from a worker that is rank %d",
                      m->heartbeat.rank, k->rank);

@@ -67,6 +67,7 @@ typedef struct {
     pthread_t hb_thread;
     /* placement */
     int rank, pp, ep, stage, column;
+    int last_rank;             /* the cell of the previous session (asked for again), -1 */
     uint64_t epoch;
     char transport[32];
     bool placed;               /* assignment of the current epoch received, net open */
@@ -183,7 +184,7 @@ static hd_status_t wk_register(wk_t *w, const hd_proto_addr_t *addr)
         .name = w->name, .n_addrs = addr ? 1 : 0, .addrs = addr, .device_memory = host,
         .host_memory = host, .device = "cpu", .caps = 0,
         .requested_rank = addr ? w->rank : w->p->requested_rank >= 0 ? w->p->requested_rank
-                                                                     : w->placed ? w->rank : -1};
+                                                                     : w->last_rank};
     return wk_send(w, &m);
 }
 
@@ -821,6 +822,7 @@ hd_status_t hd_worker_run(const hd_worker_params_t *p)
     w->p = p;
     w->fd = -1;
     w->hb_rank = -1;
+    w->last_rank = -1;
     w->heartbeat_ms = p->heartbeat_ms > 0 ? p->heartbeat_ms : 500;
     w->data_timeout_ms = p->data_timeout_ms > 0 ? p->data_timeout_ms : 10000;
     w->connect_timeout_ms = p->connect_timeout_ms > 0 ? p->connect_timeout_ms : 30000;
@@ -851,6 +853,10 @@ hd_status_t hd_worker_run(const hd_worker_params_t *p)
         hd_wexec_destroy(w->ex);
         w->ex = NULL;
         w->ready = false;
+        if (w->placed) {
+            w->last_rank = w->rank;
+        }
+        w->placed = false; /* heartbeats of the next session say -1 until placed */
         wk_hb_update(w);
         pthread_mutex_lock(&w->tx);
         close(w->fd);

@@ -415,6 +415,17 @@ HD_TEST(bad_input_on_control_port_is_refused)
     send_msg(fd, &res);
     HD_CHECK_MSG(closed_by_peer(fd, 3000), "forged result: connection not closed");
     close(fd);
+    /* 8. a heartbeat before the Register is fine (alive, registering); one claiming a rank
+     *    the connection does not have is not */
+    fd = hello_as_worker(port);
+    hd_proto_msg_t hb = {.type = HD_PROTO_HEARTBEAT};
+    hb.heartbeat = (hd_proto_heartbeat_t){.rank = -1, .seq = 1};
+    send_msg(fd, &hb);
+    HD_CHECK_MSG(!closed_by_peer(fd, 600), "early heartbeat: connection closed");
+    hb.heartbeat.rank = 1;
+    send_msg(fd, &hb);
+    HD_CHECK_MSG(closed_by_peer(fd, 3000), "heartbeat for another rank: connection not closed");
+    close(fd);
     /* the grid never noticed */
     check_refs(c, "after bad input");
     hd_cluster_stats_t s;
