@@ -37,15 +37,17 @@ HD_TEST(run_on_process_grid_prints_single_engine_tokens)
     static const char *prompts[] = {"5,6,7,8,9", "1", "3,1,4,1,5,9,2,6,5,3,5,8,9,7,9,3,2,3,8,4"};
     static const int grids[][2] = {{2, 2}, {1, 4}, {3, 1}};
     HD_CHECK_INT_EQ(tu_checkpoint("tiny-b", 7, dir, sizeof(dir)), 0);
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p < 4; p++) { /* the last: plain numerics, sampled */
+        const char *extra = p == 3 ? "--numerics plain --temperature 0.8 --seed 5" : "";
+        const char *ids = prompts[p % 3];
         snprintf(cmd, sizeof(cmd),
                  "timeout 60 %s run --model %s --prompt-ids %s --max-tokens 12 --threads 1 "
-                 "--chunk 7 2>/dev/null", ct_hadal(), dir, prompts[p]);
+                 "--chunk 7 %s 2>/dev/null", ct_hadal(), dir, ids, extra);
         HD_CHECK_INT_EQ(run_capture(cmd, single, sizeof(single)), 0);
         for (int g = 0; g < 3; g++) {
             snprintf(cmd, sizeof(cmd),
                      "timeout 60 %s run --model %s --prompt-ids %s --max-tokens 12 --threads 1 "
-                     "--chunk 7 --pp %d --ep %d 2>/dev/null", ct_hadal(), dir, prompts[p],
+                     "--chunk 7 %s --pp %d --ep %d 2>/dev/null", ct_hadal(), dir, ids, extra,
                      grids[g][0], grids[g][1]);
             HD_CHECK_INT_EQ(run_capture(cmd, grid, sizeof(grid)), 0);
             HD_CHECK_MSG(strcmp(single, grid) == 0, "grid %dx%d prompt %d: '%s' vs '%s'",
