@@ -100,7 +100,8 @@ typedef struct {
  */
 hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *cluster_p);
 
-/* Drain nothing: tell the workers to exit, stop local ones, free. Every request without its
+/* No other thread may call into @cluster once this starts (and no callback may call it).
+ * Drain nothing: tell the workers to exit, stop local ones, free. Every request without its
  * final callback yet gets one, HD_FINISH_ERROR ("coordinator shutting down"), on the cluster
  * thread before this returns. */
 void hd_cluster_destroy(hd_cluster_h cluster);
