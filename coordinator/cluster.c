@@ -726,8 +726,11 @@ static void cl_on_step_result(hd_cluster_h c, cl_conn_t *k, const hd_proto_step_
             }
             f->lps[i].logprob = q->logprob;
             f->lps[i].n_top = q->n_top;
-            memcpy(f->lps[i].top_ids, q->top_ids, sizeof(int32_t) * (size_t)q->n_top);
-            memcpy(f->lps[i].top_logprobs, q->top_logprobs, sizeof(float) * (size_t)q->n_top);
+            if (q->n_top > 0) { /* the decoder leaves the arrays NULL when empty */
+                memcpy(f->lps[i].top_ids, q->top_ids, sizeof(int32_t) * (size_t)q->n_top);
+                memcpy(f->lps[i].top_logprobs, q->top_logprobs,
+                       sizeof(float) * (size_t)q->n_top);
+            }
         }
         j++;
     }
