@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--clients", default="1,4,16,64")
     ap.add_argument("--serve-args", default="")
     ap.add_argument("--json")
+    ap.add_argument("--no-replay", action="store_true", help="skip the serving-layer-only runs")
     a = ap.parse_args()
     extra = a.serve_args.split()
     out = {"runs": []}
@@ -158,6 +159,11 @@ def main():
     batched16 = next(r for r in out["runs"] if r["clients"] == 16 and r["setup"] != "one-at-a-time")
     out["batching_ratio_16"] = batched16["tok_per_s"] / r["tok_per_s"]
     print(f"continuous batching / one-at-a-time at 16 clients: {out['batching_ratio_16']:.2f}x")
+    if a.no_replay:
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(out, f, indent=1)
+        return
     # the serving layer alone: replay mode, no model
     d = tempfile.mkdtemp()
     path = os.path.join(d, "replay.json")

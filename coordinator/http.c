@@ -866,8 +866,10 @@ static void job_complete(api_job_t *j)
     job_unwatch(j);
     if (j->req != NULL) {
         if (j->conn != NULL) {
+            struct timeval tv = {s->p.timeout_s, 0};
             evhttp_connection_set_closecb(j->conn, NULL, NULL);
             guard_mark(s, j->conn, false);
+            bufferevent_set_timeouts(evhttp_connection_get_bufferevent(j->conn), &tv, &tv);
         }
         if (j->r.stream) {
             if (!is_anth(j) && !j->closed) {
@@ -1223,19 +1225,23 @@ static void job_id(hd_http_h s, hd_http_api_t api, char *out, size_t len)
              (unsigned long long)(++s->next_job & 0xffff));
 }
 
-static const int32_t *replay_for(hd_http_h s, struct evhttp_request *req, int *n_p)
+/* The replay script a request asks for (test mode); false for a name that does not exist. */
+static bool replay_for(hd_http_h s, struct evhttp_request *req, const int32_t **ids_p, int *n_p)
 {
+    *ids_p = NULL;
+    *n_p = 0;
     if (s->p.n_replay == 0) {
-        return NULL;
+        return true;
     }
     const char *name = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Hadal-Replay");
     for (int i = 0; i < s->p.n_replay; i++) {
         if (name == NULL || strcmp(name, s->p.replay[i].name) == 0) {
             *n_p = s->n_replay_ids[i];
-            return s->replay_ids[i];
+            *ids_p = s->replay_ids[i];
+            return true;
         }
     }
-    return NULL;
+    return false;
 }
 
 static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api_t api)
@@ -1300,7 +1306,13 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
         return;
     }
     int n_forced = 0;
-    const int32_t *forced = replay_for(s, req, &n_forced);
+    const int32_t *forced = NULL;
+    if (!replay_for(s, req, &forced, &n_forced)) {
+        api_err_set(&e, 400, NULL, NULL, NULL, "no replay script named by X-Hadal-Replay");
+        reply_err(s, req, anth, &e);
+        job_free(j);
+        return;
+    }
     uint64_t seed0 = r->seed_set ? r->sampling.seed
                                  : ((uint64_t)time(NULL) << 20) ^ (s->next_job * 0x9E3779B97F4A7C15ull);
     hd_status_t st = HD_OK;
@@ -1364,6 +1376,11 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
     j->conn = evhttp_request_get_connection(req);
     evhttp_connection_set_closecb(j->conn, job_conn_closed, j);
     guard_mark(s, j->conn, true);
+    /* evhttp's read timeout would end a request that waits in the queue or between tokens
+     * longer than --http-timeout; while we answer, only writes that stall time out (a client
+     * that stops reading), and job_watch_cb notices clients that hang up */
+    struct timeval wtv = {s->p.timeout_s, 0};
+    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(j->conn), NULL, &wtv);
     struct bufferevent *bev = evhttp_connection_get_bufferevent(j->conn);
     evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
     if (fd >= 0) {

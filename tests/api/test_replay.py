@@ -424,6 +424,44 @@ class Admission(unittest.TestCase):
         self.assertEqual(ev[-1][1], "[DONE]")
         self.assertEqual(json.loads(ev[-2][1])["choices"][0]["finish_reason"], "length")
 
+    def test_queued_longer_than_timeout(self):
+        """A request waiting in the queue longer than --http-timeout (1 s) is still answered:
+        the first stream takes 2 s, the second (streamed) and third (whole) wait for it."""
+        out = {}
+
+        def req(name, stream, tokens):
+            out[name] = self.srv.request("POST", "/v1/chat/completions", {
+                "model": self.model, "stream": stream, "max_tokens": tokens,
+                "messages": [{"role": "user", "content": "hi"}]}, {"X-Hadal-Replay": "long"})
+
+        th = [threading.Thread(target=req, args=("a", True, 100))]
+        th[0].start()
+        self.srv.wait_metric("vllm:num_requests_running", lambda v: v == 1)
+        th.append(threading.Thread(target=req, args=("b", True, 5)))
+        th[1].start()
+        self.srv.wait_metric("vllm:num_requests_waiting", lambda v: v == 1)
+        for t in th:
+            t.join()
+        th = [threading.Thread(target=req, args=("d", True, 80))]  # 1.6 s
+        th[0].start()
+        self.srv.wait_metric("vllm:num_requests_running", lambda v: v == 1)
+        th.append(threading.Thread(target=req, args=("c", False, 5)))  # whole, queued
+        th[1].start()
+        for t in th:
+            t.join()
+        for name in ("a", "b", "d"):
+            st, _, data = out[name]
+            self.assertEqual(st, 200, name)
+            ev = sse_events(data.decode())
+            self.assertEqual(ev[-1][1], "[DONE]", name)
+            self.assertEqual(json.loads(ev[-2][1])["choices"][0]["finish_reason"], "length")
+        self.assertEqual(out["c"][0], 200)
+        self.assertEqual(json.loads(out["c"][2])["choices"][0]["finish_reason"], "length")
+        st, _, j = self.srv.post_json("/v1/chat/completions", {
+            "model": self.model, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"X-Hadal-Replay": "no-such-script"})
+        self.assertEqual(st, 400)
+
     def test_disconnect_non_stream(self):
         s = socket.create_connection(("127.0.0.1", self.srv.port))
         body = json.dumps({"model": self.model, "max_tokens": 2000,
