@@ -475,8 +475,10 @@ static size_t weight_view_bytes(const hd_weight_t *w)
 static size_t active_bytes(hd_engine_h e)
 {
     const hd_model_config_t *c = &e->cfg;
-    size_t sum = weight_view_bytes(&e->head) + (size_t)c->dim * 2; /* one embedding row */
-    sum += weight_view_bytes(&e->hc_head_fn);
+    size_t sum = weight_view_bytes(&e->head) + weight_view_bytes(&e->hc_head_fn);
+    if (e->embed.data != NULL) {
+        sum += weight_view_bytes(&e->embed) / (size_t)c->vocab_size; /* one embedding row */
+    }
     for (int li = e->layer_lo; li < e->layer_hi; li++) {
         const layer_w_t *L = &e->layers[li];
         const hd_weight_t *ws[] = {&L->hc_attn_fn, &L->hc_ffn_fn, &L->wq_a, &L->wq_b, &L->wkv,
@@ -515,18 +517,26 @@ hd_status_t engine_bind_weights(hd_engine_h e, const hd_engine_params_t *p)
                  e->layer_lo, e->layer_hi, c->n_layers);
         return HD_ERR_INVALID_PARAM;
     }
-    HD_CHECK(bind_matrix(&g, "embed.weight", c->vocab_size, c->dim, &e->embed));
-    HD_CHECK(bind_matrix(&g, "head.weight", c->vocab_size, c->dim, &e->head));
-    HD_CHECK(bind_vec(&g, "norm.weight", c->dim, &e->norm));
-    HD_CHECK(bind_matrix(&g, "hc_head_fn", c->hc_mult, (int64_t)c->hc_mult * c->dim,
-                         &e->hc_head_fn));
-    HD_CHECK(bind_vec_into(&g, "hc_head_base", c->hc_mult, e->hc_head_base));
-    HD_CHECK(bind_vec_into(&g, "hc_head_scale", 1, &e->hc_head_scale));
+    /* a stage binds only what it runs: the embedding on the first stage (and on the last
+       when its MTP block embeds drafted tokens), the final norm and head on the last */
+    bool last = e->layer_hi == c->n_layers;
+    bool mtp = p->load_mtp && c->n_mtp_layers > 0 && last;
+    if (e->layer_lo == 0 || mtp) {
+        HD_CHECK(bind_matrix(&g, "embed.weight", c->vocab_size, c->dim, &e->embed));
+    }
+    if (last) {
+        HD_CHECK(bind_matrix(&g, "head.weight", c->vocab_size, c->dim, &e->head));
+        HD_CHECK(bind_vec(&g, "norm.weight", c->dim, &e->norm));
+        HD_CHECK(bind_matrix(&g, "hc_head_fn", c->hc_mult, (int64_t)c->hc_mult * c->dim,
+                             &e->hc_head_fn));
+        HD_CHECK(bind_vec_into(&g, "hc_head_base", c->hc_mult, e->hc_head_base));
+        HD_CHECK(bind_vec_into(&g, "hc_head_scale", 1, &e->hc_head_scale));
+    }
     for (int li = e->layer_lo; li < e->layer_hi; li++) {
         HD_CHECK(bind_layer(e, li, p->expert_mask));
     }
     e->has_mtp = false;
-    if (p->load_mtp && c->n_mtp_layers > 0 && e->layer_hi == c->n_layers) {
+    if (mtp) {
         char probe[64];
         snprintf(probe, sizeof(probe), "mtp.0.e_proj.weight");
         if (hd_st_find(e->st, probe) != NULL) {

@@ -97,6 +97,16 @@ static void grid(int PP, int EP)
             }
         }
     }
+    if (PP == 2 && EP == 1) {
+        /* each stage binds only what it runs: the layers split, the embedding on both ends
+           (the last stage's MTP block embeds drafted tokens), the head on the last only */
+        size_t embed = (size_t)V * (size_t)c->dim * 2; /* bf16 */
+        HD_CHECK_INT_EQ(hd_engine_weight_bytes(rows[0].eng[0]) +
+                            hd_engine_weight_bytes(rows[1].eng[0]),
+                        hd_engine_weight_bytes(full) + embed);
+        HD_CHECK_TRUE(hd_engine_weight_bytes(rows[0].eng[0]) <
+                      hd_engine_weight_bytes(full) - embed);
+    }
     int32_t ids[40];
     for (int i = 0; i < 40; i++) {
         ids[i] = 2 + (i * 53) % 1000;
