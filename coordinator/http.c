@@ -1475,6 +1475,9 @@ static void handle_metrics(hd_http_h s, struct evhttp_request *req)
     hd_buf_printf(&b, "vllm:gpu_cache_usage_perc{%s} %g\n", lbl, usage);
     metric_head(&b, "hadal:kv_sequences", "gauge", "Sequences whose KV state workers hold.");
     hd_buf_printf(&b, "hadal:kv_sequences{%s} %d\n", lbl, st.kv_seqs);
+    metric_head(&b, "hadal:kv_bytes", "gauge",
+                "KV bytes the workers report holding (cluster: last heartbeats; 0 = not reported).");
+    hd_buf_printf(&b, "hadal:kv_bytes{%s} %llu\n", lbl, (unsigned long long)st.kv_bytes);
     metric_head(&b, "vllm:prompt_tokens_total", "counter", "Prefill tokens processed.");
     hd_buf_printf(&b, "vllm:prompt_tokens_total{%s} %llu\n", lbl,
                   (unsigned long long)st.prompt_tokens);

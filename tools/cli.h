@@ -92,7 +92,7 @@ extern const char hd_cli_http_usage[];
 struct hd_cluster;
 /* Serve the HTTP API over a started cluster until *@stop; the cluster outlives the call. */
 int hd_cli_http_cluster(const hd_cli_http_opts_t *o, struct hd_cluster *c, const char *model_dir,
-                        int max_running, const volatile int *stop);
+                        int max_running, int ep, const volatile int *stop);
 /* Serve over the in-process backend: a PP x EP grid of @model_dir, or (o->replay_file) none. */
 #include "hadal/sched.h"
 int hd_cli_http_local(const hd_cli_http_opts_t *o, const char *model_dir, int pp, int ep,

@@ -230,14 +230,13 @@ out:
 }
 
 int hd_cli_http_cluster(const hd_cli_http_opts_t *o, struct hd_cluster *c, const char *model_dir,
-                        int max_running, const volatile int *stop)
+                        int max_running, int ep, const volatile int *stop)
 {
     const hd_model_config_t *cfg = hd_cluster_config(c);
     hd_api_backend_t be;
     int ctx = o->max_context > 0 ? o->max_context : (cfg->max_pos < 4096 ? cfg->max_pos : 4096);
-    hd_cluster_stats_t cs;
-    hd_cluster_stats(c, &cs);
-    int cap = (max_running > 0 ? max_running : 64) * (cs.n_workers > 0 ? cs.n_workers : 1);
+    /* sequences are pinned to one of the ep columns, max_running each */
+    int cap = (max_running > 0 ? max_running : 64) * (ep > 0 ? ep : 1);
     if (hd_api_cluster_create(c, ctx, o->max_waiting > 0 ? o->max_waiting : 256, cap, &be) !=
         HD_OK) {
         return 1;

@@ -589,7 +589,8 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
     if (o.read_stdin) {
         serve_stdin(c, &o);
     } else if (!serve_stop_flag) {
-        rc = hd_cli_http_cluster(&o.http, c, serve_model_dir, o.max_running, &serve_stop_int);
+        rc = hd_cli_http_cluster(&o.http, c, serve_model_dir, o.max_running, o.ep,
+                                 &serve_stop_int);
     }
     hd_cluster_stats_t s;
     hd_cluster_stats(c, &s);
