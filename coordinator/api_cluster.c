@@ -1,8 +1,9 @@
 /*
  * api_cluster.c - the process cluster (hadal/cluster.h) behind the serving layer's backend
  * interface (hadal/api.h): requests go to hd_cluster_submit, whose per-token callbacks (on
- * the cluster's thread) are forwarded as they are. Forced ids (the replay test mode) are not
- * supported here; `hadal serve --replay` uses the in-process backend.
+ * the cluster's thread) are forwarded as they are, each token with the log-probabilities the
+ * cluster delivered just before it. Forced ids (the replay test mode) are not supported here;
+ * `hadal serve --replay` uses the in-process backend.
  */
 #include "hadal/api.h"
 #include "hadal/alloc.h"
@@ -16,7 +17,17 @@ typedef struct {
 typedef struct {
     hd_api_token_func_t fn;
     void *user;
+    bool has_lp;       /* lp belongs to the next token */
+    hd_logprobs_t lp;
 } acl_req_t;
+
+static void acl_on_logprobs(void *user, hd_req_id_t id, const hd_logprobs_t *lp)
+{
+    acl_req_t *r = user;
+    (void)id;
+    r->lp = *lp;
+    r->has_lp = true;
+}
 
 static void acl_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t finish,
                          const char *why)
@@ -24,7 +35,8 @@ static void acl_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t 
     acl_req_t *r = user;
     (void)id;
     if (token >= 0) {
-        r->fn(r->user, token, NULL, HD_FINISH_NONE, NULL);
+        r->fn(r->user, token, r->has_lp ? &r->lp : NULL, HD_FINISH_NONE, NULL);
+        r->has_lp = false;
     }
     if (finish != HD_FINISH_NONE) {
         r->fn(r->user, -1, NULL, finish, why);
@@ -35,8 +47,8 @@ static void acl_on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t 
 static hd_status_t acl_submit(void *ctx, const hd_api_gen_t *g, uint64_t *id_p)
 {
     acl_t *a = ctx;
-    if (g->n_forced > 0 || g->logprobs > 0) {
-        return HD_ERR_UNSUPPORTED; /* the workers' step results carry sampled ids only */
+    if (g->n_forced > 0) {
+        return HD_ERR_UNSUPPORTED;
     }
     acl_req_t *r = hd_calloc(1, sizeof(*r), "api cluster request");
     if (r == NULL) {
@@ -46,7 +58,8 @@ static hd_status_t acl_submit(void *ctx, const hd_api_gen_t *g, uint64_t *id_p)
     r->user = g->user;
     hd_request_t rq = {.prompt = g->prompt, .n_prompt = g->n_prompt, .max_tokens = g->max_tokens,
                        .stop_ids = g->stop_ids, .n_stop = g->n_stop, .sampling = g->sampling,
-                       .on_token = acl_on_token, .user = r};
+                       .on_token = acl_on_token, .user = r, .logprobs = g->logprobs,
+                       .on_logprobs = g->logprobs > 0 ? acl_on_logprobs : NULL};
     hd_req_id_t id;
     hd_status_t st = hd_cluster_submit(a->c, &rq, &id);
     if (st != HD_OK) {

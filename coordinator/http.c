@@ -1345,10 +1345,8 @@ static void handle_generate(hd_http_h s, struct evhttp_request *req, hd_http_api
             api_err_set(&e, 429, NULL, NULL, NULL, "too many requests are waiting; retry later");
         } else if (st == HD_ERR_UNSUPPORTED && r->logprobs) {
             api_err_set(&e, 400, NULL, "unsupported_parameter", "logprobs",
-                        "logprobs are not available from the %s backend (%s)", be->ops->name,
-                        strcmp(be->ops->name, "cluster") == 0
-                            ? "its step results carry sampled ids only; serve with --in-process"
-                            : "no model in the replay test mode");
+                        "logprobs are not available from the %s backend (no model in the "
+                        "replay test mode)", be->ops->name);
         } else if (st == HD_ERR_UNSUPPORTED) {
             api_err_set(&e, 503, NULL, NULL, NULL, "the server is not ready yet");
         } else {

@@ -160,11 +160,19 @@ class Model(unittest.TestCase):
             r = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
-    def test_logprobs_refused(self):
-        with self.assertRaises(openai.BadRequestError) as cm:
-            self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=2,
-                                            logprobs=True)
-        self.assertIn("logprobs", str(cm.exception))
+    def test_logprobs_through_the_cluster(self):
+        r = self.oa.chat.completions.create(model=self.model, messages=MSGS, max_tokens=5,
+                                            temperature=0, logprobs=True, top_logprobs=2,
+                                            extra_body={"ignore_eos": True})
+        lp = r.choices[0].logprobs.content
+        self.assertEqual(len(lp), 5)
+        for e in lp:
+            self.assertEqual(len(e.top_logprobs), 2)
+            self.assertAlmostEqual(e.logprob, e.top_logprobs[0].logprob, places=4)
+        # the same tokens and numbers as the in-process grid (class Logprobs runs first)
+        ref = getattr(Logprobs, "canonical", None)
+        if ref is not None:
+            self.assertEqual([(e.token, round(e.logprob, 3)) for e in lp], ref)
 
     def test_disconnect_cancels_and_frees_kv(self):
         before = self.srv.metrics()
@@ -191,7 +199,8 @@ class Model(unittest.TestCase):
 
 
 class Logprobs(unittest.TestCase):
-    """logprobs / top_logprobs through the in-process backend (the cluster refuses them)."""
+    """logprobs / top_logprobs through the in-process backend (test_model.Model checks the
+    process cluster's)."""
 
     @classmethod
     def setUpClass(cls):
@@ -227,6 +236,10 @@ class Logprobs(unittest.TestCase):
         self.assertTrue(all(len(e.top_logprobs) == 2 for e in got))
         r = self.oa.chat.completions.create(model=m, messages=MSGS, max_tokens=3, logprobs=True)
         self.assertEqual(r.choices[0].logprobs.content[0].top_logprobs, [])
+        r = self.oa.chat.completions.create(model=m, messages=MSGS, max_tokens=5, temperature=0,
+                                            logprobs=True, top_logprobs=2,
+                                            extra_body={"ignore_eos": True})
+        Logprobs.canonical = [(e.token, round(e.logprob, 3)) for e in r.choices[0].logprobs.content]
 
     def test_completion_logprobs(self):
         r = self.oa.completions.create(model=self.srv.model, prompt="Once upon", max_tokens=5,
