@@ -178,7 +178,7 @@ class Model(unittest.TestCase):
         before = self.srv.metrics()
         s = socket.create_connection(("127.0.0.1", self.srv.port))
         body = json.dumps({"model": self.model, "stream": True, "max_tokens": 3000,
-                           "messages": MSGS})
+                           "ignore_eos": True, "messages": MSGS})
         s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
                    f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
         s.settimeout(30)
@@ -186,9 +186,12 @@ class Model(unittest.TestCase):
         while got.count(b"data: ") < 4:
             got += s.recv(65536)
         self.srv.wait_metric("vllm:num_requests_running", lambda v: v >= 1)
+        # the workers report the KV they hold in their heartbeats (every 500 ms)
+        self.srv.wait_metric("hadal:kv_bytes", lambda v: v > 0)
         s.close()
         self.srv.wait_metric("vllm:num_requests_running", lambda v: v == 0)
         self.srv.wait_metric("hadal:kv_sequences", lambda v: v == 0)
+        self.srv.wait_metric("hadal:kv_bytes", lambda v: v == 0)
         self.srv.wait_metric("hadal:client_disconnects_total",
                                  lambda v: v >= before["hadal:client_disconnects_total"] + 1)
         gen = self.srv.metrics()["vllm:generation_tokens_total"]
