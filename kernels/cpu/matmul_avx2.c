@@ -121,13 +121,16 @@ AVX2_INL void fp4_dec32(const uint8_t *q, __m256 s, __m256i thi, __m256i tlo, __
 #define MM_PF_BYTES 768
 #endif
 
-AVX2_INL void mm_prefetch4(const uint8_t *const rp[4], int64_t off, int64_t end)
+AVX2_INL void mm_prefetch4(const uint8_t *const rp[4], int64_t off, int64_t end, size_t stride)
 {
-    if (off + MM_PF_BYTES < end) {
+    int64_t o = off + MM_PF_BYTES;
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            _mm_prefetch((const char *)rp[i] + off + MM_PF_BYTES, _MM_HINT_T0);
-        }
+    for (int i = 0; i < 4; i++) {
+        /* past the end of a row, run ahead into the same lane of the next 4-row block, so a
+           block starts with its lines on the way (prefetches never fault, even past the
+           matrix) */
+        const uint8_t *p = o < end ? rp[i] + o : rp[i] + 4 * stride + (o - end);
+        _mm_prefetch((const char *)p, _MM_HINT_T0);
     }
 }
 
@@ -163,8 +166,8 @@ AVX2_INL void gemv_fp8(const hd_weight_t *w, int64_t r, int nr, const float *xk,
         for (int i = 0; i < 4; i++) {
             two |= fp8_scale(sp[i][c0 >> 7], &s[i], &s2[i]);
         }
-        mm_prefetch4(rp, c0, w->cols);
-        mm_prefetch4(rp, c0 + 64, w->cols);
+        mm_prefetch4(rp, c0, w->cols, w->row_bytes);
+        mm_prefetch4(rp, c0 + 64, w->cols, w->row_bytes);
         if (!two) {
             for (int64_t c = c0; c < c1; c += 8) {
                 __m256 x0 = _mm256_loadu_ps(xk + c);
@@ -229,7 +232,7 @@ AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk,
     for (int64_t c = 0; c < w->cols; c += 32) {
         __m256 x0[4], x1[4];
         if ((c & 127) == 0) {
-            mm_prefetch4(rp, c / 2, w->cols / 2);
+            mm_prefetch4(rp, c / 2, w->cols / 2, w->row_bytes);
         }
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
@@ -265,7 +268,7 @@ AVX2_INL void gemv_bf16_f32(const hd_weight_t *w, int64_t r, int nr, const float
         __m256 x0 = _mm256_loadu_ps(xk + c);
         __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + c) : x0;
         if (((c * esz) & 63) == 0) {
-            mm_prefetch4(rp, c * esz, w->cols * esz);
+            mm_prefetch4(rp, c * esz, w->cols * esz, w->row_bytes);
         }
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
