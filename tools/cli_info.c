@@ -7,6 +7,7 @@
 #include "hadal/config.h"
 #include "hadal/inventory.h"
 #include "hadal/kv_size.h"
+#include "hadal/net.h"
 #include "hadal/safetensors.h"
 
 #include <errno.h>
@@ -19,12 +20,15 @@
 static void info_usage(FILE *f)
 {
     fprintf(f, "usage: hadal info --presets\n"
+               "       hadal info --transports\n"
                "       hadal info --check DIR [--config PRESET_OR_PATH]\n"
                "       hadal info --config PRESET_OR_PATH\n"
                "       hadal info --kv --config PRESET_OR_PATH --context TOKENS "
                "[--format packed|bf16|both]\n"
                "\n"
                "--presets   list the built-in model presets with their sizes\n"
+               "--transports list the data-plane transports of this build, what each can do and\n"
+               "            whether it is usable here\n"
                "--config    print every field of a preset or a config.json (file or directory)\n"
                "--kv        KV-cache bytes of one sequence per layer type and in total\n"
                "--check DIR open the checkpoint in DIR (or --config's) and verify every tensor\n"
@@ -245,6 +249,37 @@ static int info_check(const char *dir, const hd_model_config_t *cfg)
     return st == HD_OK ? 0 : 1;
 }
 
+/* The compiled-in data-plane transports with their declared capabilities (net.h). */
+static int info_transports(void)
+{
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } caps[] = {
+        {HD_NET_CAP_P2P, "p2p"},           {HD_NET_CAP_COLL, "native-collectives"},
+        {HD_NET_CAP_HOST_MEM, "host-mem"}, {HD_NET_CAP_DEVICE_MEM, "device-mem"},
+        {HD_NET_CAP_NEEDS_MPI, "needs-mpi"}, {HD_NET_CAP_MULTI_NODE, "multi-node"},
+        {HD_NET_CAP_PEER_FAILURE, "peer-failure"},
+    };
+    const char *const *names = hd_net_transport_names();
+    printf("%-6s %-7s %-12s %s\n", "name", "usable", "max msg", "capabilities / what it is");
+    for (int i = 0; names[i] != NULL; i++) {
+        hd_net_transport_info_t ti;
+        if (hd_net_transport_info(names[i], &ti) != HD_OK) {
+            continue;
+        }
+        printf("%-6s %-7s %-12llu", ti.name, hd_net_transport_usable(ti.name) ? "yes" : "no",
+               (unsigned long long)ti.max_msg_bytes);
+        for (size_t k = 0; k < sizeof(caps) / sizeof(caps[0]); k++) {
+            if (ti.caps & caps[k].bit) {
+                printf(" %s", caps[k].name);
+            }
+        }
+        printf("\n       %s\n", ti.doc ? ti.doc : "");
+    }
+    return 0;
+}
+
 int hd_cli_info(int argc, char **argv)
 {
     const char *config = NULL, *format = "both", *check = NULL;
@@ -264,6 +299,8 @@ int hd_cli_info(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--presets") == 0) {
             presets = true;
+        } else if (strcmp(a, "--transports") == 0) {
+            return info_transports();
         } else if (strcmp(a, "--kv") == 0) {
             kv = true;
         } else if (strcmp(a, "--check") == 0 && i + 1 < argc) {
