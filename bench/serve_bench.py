@@ -36,7 +36,15 @@ def start(hadal, args):
         m = re.search(r"serving (\S+) on http://[^:]+:(\d+)", line)
         if m:
             threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
-            return p, m.group(1), int(m.group(2))
+            port = int(m.group(2))
+            while True:  # the server answers before the grid is ready
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", "/ready")
+                ready = c.getresponse().status == 200
+                c.close()
+                if ready:
+                    return p, m.group(1), port
+                time.sleep(0.1)
 
 
 def stop(p):

@@ -15,9 +15,11 @@
 #include "hadal/worker.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 bool hd_cli_http_opt(int code, const char *arg, hd_cli_http_opts_t *o)
@@ -229,6 +231,49 @@ out:
     return rc;
 }
 
+/* The HTTP server starts before the grid is ready (/health answers, /ready and requests say
+ * 503 until then); this thread reports readiness, and stops the server when the caller asks
+ * or when the grid cannot be placed at all. */
+typedef struct {
+    struct hd_cluster *c;
+    const volatile int *ext_stop;
+    volatile int stop;          /* the server's stop flag */
+    volatile int quit;          /* set when the server loop has ended */
+    int fatal;
+} http_watch_t;
+
+static void *http_watch_main(void *arg)
+{
+    http_watch_t *w = arg;
+    bool ready = false;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!w->quit) {
+        if (*w->ext_stop) {
+            w->stop = 1;
+            break;
+        }
+        if (ready) {
+            usleep(50 * 1000);
+            continue;
+        }
+        hd_status_t st = hd_cluster_wait_ready(w->c, 50);
+        if (st == HD_OK) {
+            struct timespec t1;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            fprintf(stderr, "hadal: grid ready in %.1f s\n",
+                    (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+            ready = true;
+        } else if (st != HD_ERR_TIMEOUT) {
+            fprintf(stderr, "hadal: the grid cannot be placed: %s\n", hd_status_string(st));
+            w->fatal = 1;
+            w->stop = 1;
+            break;
+        }
+    }
+    return NULL;
+}
+
 int hd_cli_http_cluster(const hd_cli_http_opts_t *o, struct hd_cluster *c, const char *model_dir,
                         int max_running, int ep, const volatile int *stop)
 {
@@ -241,9 +286,17 @@ int hd_cli_http_cluster(const hd_cli_http_opts_t *o, struct hd_cluster *c, const
         HD_OK) {
         return 1;
     }
-    int rc = http_serve(o, be, model_dir, stop);
+    http_watch_t w = {.c = c, .ext_stop = stop};
+    pthread_t th;
+    if (pthread_create(&th, NULL, http_watch_main, &w) != 0) {
+        hd_api_cluster_destroy(&be);
+        return 1;
+    }
+    int rc = http_serve(o, be, model_dir, &w.stop);
+    w.quit = 1;
+    pthread_join(th, NULL);
     hd_api_cluster_destroy(&be);
-    return rc;
+    return rc != 0 || w.fatal ? 1 : 0;
 }
 
 static hd_status_t http_grid_exec(void *user, const hd_step_t *step, int32_t *tokens_out,

@@ -571,7 +571,8 @@ static int serve_common(int argc, char **argv, const char *cmd, bool local)
         return 1;
     }
     double t0 = serve_now();
-    while (!serve_stop_flag) {
+    /* the HTTP server starts at once and answers 503 until the grid is ready */
+    while (o.read_stdin && !serve_stop_flag) {
         hd_status_t st = hd_cluster_wait_ready(c, 200);
         if (st == HD_OK) {
             fprintf(stderr, "hadal: grid ready in %.1f s\n", serve_now() - t0);

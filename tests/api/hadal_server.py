@@ -49,7 +49,8 @@ def hadal_bin():
 class Server:
     """A `hadal serve` process: Server(args).start() ... .stop()."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, command="serve"):
+        self.command = command
         self.args = list(args)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
@@ -57,9 +58,9 @@ class Server:
         self.log = []
         self.tmp = tempfile.mkdtemp(prefix="hadal-api-")
 
-    def start(self, timeout=120):
+    def start(self, timeout=120, wait_ready=True):
         cache = os.environ.get("HADAL_TEST_CACHE", os.path.join(self.tmp, "cache"))
-        cmd = [hadal_bin(), "serve", "--port", "0", "--cache", cache] + self.args
+        cmd = [hadal_bin(), self.command, "--port", "0", "--cache", cache] + self.args
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      env=self.env, text=True)
         t0 = time.time()
@@ -68,11 +69,18 @@ class Server:
             if not line:
                 raise RuntimeError("hadal serve exited: " + "".join(self.log))
             self.log.append(line)
+            m = re.search(r"coordinator on ([^ ,]+), grid", line)
+            if m:
+                self.control = m.group(1)
             m = re.search(r"serving (\S+) on http://[^:]+:(\d+)", line)
             if m:
                 self.model = m.group(1)
                 self.port = int(m.group(2))
                 threading.Thread(target=self._drain, daemon=True).start()
+                while wait_ready and self.request("GET", "/ready")[0] != 200:
+                    if time.time() - t0 > timeout or not self.alive():
+                        raise RuntimeError("hadal serve never ready: " + "".join(self.log))
+                    time.sleep(0.05)
                 return self
         raise RuntimeError("hadal serve did not start: " + "".join(self.log))
 

@@ -255,6 +255,44 @@ class Logprobs(unittest.TestCase):
         self.assertTrue(all(len(t) <= 2 for t in lp.top_logprobs))
 
 
+class NotReady(unittest.TestCase):
+    """`hadal coordinator` waits for workers to join: until then /ready and every generation
+    request answer 503 with Retry-After (in each API's shape); once a worker joins, it serves."""
+
+    def test_503_until_a_worker_joins(self):
+        srv = Server("--pp", "1", "--ep", "1", command="coordinator").start(wait_ready=False)
+        worker = None
+        try:
+            st, h, _ = srv.request("GET", "/ready")
+            self.assertEqual(st, 503)
+            self.assertIn("Retry-After", h)
+            self.assertEqual(srv.request("GET", "/health")[0], 200)
+            body = {"model": srv.model, "max_tokens": 4, "messages": MSGS}
+            st, h, j = srv.post_json("/v1/chat/completions", body)
+            self.assertEqual(st, 503, j)
+            self.assertEqual(h.get("Retry-After"), "1")
+            self.assertEqual(j["error"]["type"], "service_unavailable_error")
+            st, h, j = srv.post_json("/v1/messages", body)
+            self.assertEqual(st, 503)
+            self.assertEqual(j["error"]["type"], "overloaded_error")
+            worker = subprocess.Popen([os.environ["HADAL_BIN"], "worker", "--coordinator",
+                                       srv.control, "--threads", "1", "--exit-on-disconnect"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t0 = time.time()
+            while srv.request("GET", "/ready")[0] != 200 and time.time() - t0 < 60:
+                time.sleep(0.1)
+            st, _, j = srv.post_json("/v1/chat/completions", body)
+            self.assertEqual(st, 200, j)
+        finally:
+            srv.stop()
+            if worker is not None:
+                try:
+                    worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+
+
 class Auth(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
