@@ -1419,7 +1419,8 @@ hd_status_t hd_cluster_create(const hd_cluster_params_t *params, hd_cluster_h *c
     hd_sched_params_t sp = {.n_columns = params->ep, .max_running = c->p.max_running,
                             .max_waiting = c->p.max_waiting, .step_tokens = c->p.step_tokens,
                             .prefill_chunk = c->p.prefill_chunk, .max_context = c->p.max_context,
-                            .micro_batches = c->p.max_in_flight};
+                            .micro_batches = c->p.max_in_flight,
+                            .resume_failed = c->p.resume_failed < 0 ? 0 : c->p.resume_failed};
     st = hd_sched_create(&sp, &c->sched);
     if (st != HD_OK) {
         snprintf(err, sizeof(err), "scheduler parameters refused");

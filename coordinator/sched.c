@@ -27,6 +27,8 @@ typedef struct sched_req {
     int logprobs;
     hd_sched_logprobs_func_t on_logprobs;
     bool started;            /* workers hold state for it */
+    int resumes;             /* times re-run after a failure (hd_sched_params_t.resume_failed) */
+    uint64_t base_skip;      /* the client's own sampling.skip */
     bool in_flight;
     bool finished;           /* final callback delivered; drop when no longer in flight */
 } sched_req_t;
@@ -74,7 +76,7 @@ hd_status_t hd_sched_create(const hd_sched_params_t *params, hd_sched_h *sched_p
     hd_sched_h s;
     if (params->n_columns < 1 || params->max_running < 1 || params->max_waiting < 0 ||
         params->step_tokens < 1 || params->prefill_chunk < 1 || params->max_context < 2 ||
-        params->micro_batches < 0) {
+        params->micro_batches < 0 || params->resume_failed < 0) {
         return HD_ERR_INVALID_PARAM;
     }
     s = hd_calloc(1, sizeof(*s), "scheduler");
@@ -153,6 +155,7 @@ hd_status_t hd_sched_submit(hd_sched_h s, const hd_request_t *q, hd_req_id_t *id
     r->max_tokens = q->max_tokens;
     r->n_stop = q->n_stop;
     r->sampling = q->sampling;
+    r->base_skip = q->sampling.skip;
     r->on_token = q->on_token;
     r->user = q->user;
     r->logprobs = q->logprobs < 0 ? 0 : (q->logprobs > HD_LOGPROBS_MAX + 1 ? HD_LOGPROBS_MAX + 1
@@ -195,6 +198,39 @@ static void sched_reap(hd_sched_h s)
         s->run[j++] = r;
     }
     s->n_run = j;
+}
+
+/*
+ * A failure reached @r: re-run it (when the scheduler resumes failed requests and @r has
+ * resumes left) or end it with a retryable error. A re-run feeds the prompt and every token
+ * generated so far as a new prompt from position 0, with the sampler skipping the draws it
+ * made; the old worker state is released first (the release goes out in the next step, and
+ * workers apply releases before creating a step's new sequences).
+ */
+static void req_failed(hd_sched_h s, sched_req_t *r, const char *why)
+{
+    if (r->finished) {
+        return;
+    }
+    if (r->resumes >= s->p.resume_failed) {
+        req_finish(s, r, HD_FINISH_ERROR, why ? why : "worker failed; retry");
+        return;
+    }
+    if (r->started && grow((void **)&s->rel, &s->cap_rel, s->n_rel + 1, sizeof(*s->rel)) != 0) {
+        req_finish(s, r, HD_FINISH_ERROR, "out of memory while re-running after a failure");
+        return;
+    }
+    if (r->started) {
+        s->rel[s->n_rel++] = r->id;
+    }
+    r->resumes++;
+    r->started = false;
+    r->n_sent = 0;
+    r->n_prompt = r->n_tok; /* the last generated token is fed, then the next one sampled */
+    r->sampling.skip = r->base_skip + hd_sampling_draws(&r->sampling, (uint64_t)r->generated);
+    hd_info(HD_SUBSYS_SCHED, "request %llu re-run after a failure (%d of %d): %lld tokens to "
+            "prefill again (%s)", (unsigned long long)r->id, r->resumes, s->p.resume_failed,
+            (long long)r->n_tok, why ? why : "worker failed");
 }
 
 hd_status_t hd_sched_cancel(hd_sched_h s, hd_req_id_t id)
@@ -340,7 +376,7 @@ hd_status_t hd_sched_next_step(hd_sched_h s, hd_step_t **step_p)
     st->pub.step_id = ++s->next_step;
     s->in_flight++;
     for (int i = 0; i < st->pub.n_items; i++) {
-        if (st->pub.items[i].first) {
+        if (st->pub.items[i].first && st->reqs[i]->resumes == 0) {
             s->prompt_tokens += (uint64_t)st->reqs[i]->n_prompt;
         }
     }
@@ -383,7 +419,7 @@ hd_status_t hd_sched_step_done_lp(hd_sched_h s, hd_step_t *step, const int32_t *
         sched_req_t *r = st->reqs[i];
         r->in_flight = false;
         if (tokens[i] < 0) {
-            req_finish(s, r, HD_FINISH_ERROR, why ? why : "worker failed; retry");
+            req_failed(s, r, why);
             continue;
         }
         if (r->finished || !step->items[i].sample) {
@@ -419,8 +455,11 @@ void hd_sched_column_down(hd_sched_h s, int column, const char *why)
     }
     s->col_down[column] = true;
     for (int i = 0; i < s->n_run; i++) {
-        if (s->run[i]->column == column) {
-            req_finish(s, s->run[i], HD_FINISH_ERROR, why ? why : "worker failed; retry");
+        sched_req_t *r = s->run[i];
+        /* in-flight ones fail with their step (hd_sched_step_done); one that holds no worker
+           state (admitted, not started, or already set to re-run) has nothing to lose */
+        if (r->column == column && !r->in_flight && r->started) {
+            req_failed(s, r, why);
         }
     }
     sched_reap(s);

@@ -34,6 +34,9 @@ hd_status_t hd_sampler_create(const hd_sampling_params_t *params, int vocab, hd_
     s->p = *params;
     s->vocab = vocab;
     hd_rng_seed(&s->rng, params->seed);
+    for (uint64_t i = 0; i < params->skip; i++) {
+        (void)hd_rng_uniform_d(&s->rng);
+    }
     s->prob = hd_calloc((size_t)vocab, sizeof(float), "sampler probs");
     s->idx = hd_calloc((size_t)vocab, sizeof(int32_t), "sampler index");
     if (s->prob == NULL || s->idx == NULL) {

@@ -278,6 +278,7 @@ static ProtobufCMessage *proto_enc(hd_proto_arena_t *a, const hd_proto_msg_t *ms
             s->top_k = it->sampling.top_k;
             s->min_p = it->sampling.min_p;
             s->seed = it->sampling.seed;
+            s->skip = it->sampling.skip;
             q->sampling = s;
             q->n_logprobs = it->n_logprobs;
             q->want_logits = it->want_logits;
@@ -650,13 +651,14 @@ static hd_status_t proto_dec(hd_proto_arena_t *a, int type, ProtobufCMessage *pb
                                      (unsigned long long)q->seq_id, (int)q->tokens[t]);
                 }
             }
-            hd_sampling_params_t sp = {0.0f, 1.0f, 0, 0.0f, 0};
+            hd_sampling_params_t sp = {.temperature = 0.0f, .top_p = 1.0f};
             if (q->sampling != NULL) {
                 sp.temperature = q->sampling->temperature;
                 sp.top_p = q->sampling->top_p == 0.0f ? 1.0f : q->sampling->top_p;
                 sp.top_k = q->sampling->top_k;
                 sp.min_p = q->sampling->min_p;
                 sp.seed = q->sampling->seed;
+                sp.skip = q->sampling->skip;
             }
             if (!isfinite(sp.temperature) || sp.temperature < 0.0f || !proto_unit(sp.top_p) ||
                 sp.top_k < 0 || !proto_unit(sp.min_p)) {
@@ -666,6 +668,11 @@ static hd_status_t proto_dec(hd_proto_arena_t *a, int type, ProtobufCMessage *pb
                                  (unsigned long long)p->step_id, (unsigned long long)q->seq_id,
                                  (double)sp.temperature, (double)sp.top_p, sp.top_k,
                                  (double)sp.min_p);
+            }
+            if (sp.skip > HD_PROTO_MAX_SAMPLER_SKIP) { /* one draw per generated token */
+                return proto_bad(err, err_len, "step %llu seq %llu: sampler skip %llu too large",
+                                 (unsigned long long)p->step_id, (unsigned long long)q->seq_id,
+                                 (unsigned long long)sp.skip);
             }
             if (q->n_logprobs < 0 || q->n_logprobs > HD_PROTO_MAX_LOGPROBS) {
                 return proto_bad(err, err_len, "step %llu seq %llu: %d logprobs requested",

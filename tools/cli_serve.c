@@ -128,6 +128,7 @@ typedef struct {
     int max_tokens;
     int ready_timeout_s;
     int max_running, step_tokens, prefill_chunk, max_in_flight;
+    int resume_failed;     /* re-runs of a request hit by a lost worker (0: fail it) */
     bool mpi;              /* launched by mpirun */
     bool grid_given;       /* --pp or --ep on the command line */
     hd_cli_http_opts_t http; /* the HTTP API (cli_http.c) */
@@ -317,6 +318,7 @@ static hd_status_t serve_start(const serve_opts_t *o, bool local, hd_cluster_h *
         .no_restart = o->no_restart, .max_running = o->max_running,
         .step_tokens = o->step_tokens, .prefill_chunk = o->prefill_chunk,
         .max_in_flight = o->max_in_flight, .max_waiting = o->http.max_waiting,
+        .resume_failed = o->resume_failed,
         .max_context = o->http.max_context, .err = err, .err_len = sizeof(err)};
     st = hd_cluster_create(&cp, c_p);
     if (st != HD_OK) {
@@ -469,6 +471,9 @@ static void serve_usage(FILE *f, const char *cmd)
             "                         'LINE: tokens [finish]' when each ends\n"
             "  --max-tokens N         tokens per stdin request (default 16)\n"
             "  --max-running N --step-tokens N --prefill-chunk N --in-flight N   scheduler\n"
+            "  --resume-failed N      re-run a request hit by a lost worker up to N times\n"
+            "                         (exactly the tokens of an uninterrupted run) instead of\n"
+            "                         ending it with a retryable error (default 0)\n"
             "  --mpi                  under mpirun: rank 0 coordinates, ranks 1..N-1 are the\n"
             "                         workers (grid default 1 x N-1; --transport mpi for data)\n"
             "%s%s",
@@ -489,6 +494,7 @@ static int serve_parse(int argc, char **argv, serve_opts_t *o, const char *cmd)
         {"max-tokens", required_argument, 0, 'n'}, {"max-running", required_argument, 0, 'r'},
         {"step-tokens", required_argument, 0, 's'}, {"prefill-chunk", required_argument, 0, 'k'},
         {"in-flight", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+        {"resume-failed", required_argument, 0, 'F'},
         {"mpi", no_argument, 0, 'M'}, HD_CLI_HTTP_OPTIONS,
         {0, 0, 0, 0}};
     int opt;
@@ -512,6 +518,7 @@ static int serve_parse(int argc, char **argv, serve_opts_t *o, const char *cmd)
         case 's': o->step_tokens = (int)strtol(optarg, NULL, 10); break;
         case 'k': o->prefill_chunk = (int)strtol(optarg, NULL, 10); break;
         case 'f': o->max_in_flight = (int)strtol(optarg, NULL, 10); break;
+        case 'F': o->resume_failed = (int)strtol(optarg, NULL, 10); break;
         case 'u':
             if (strcmp(optarg, "plain") == 0) {
                 o->numerics = 1;

@@ -65,6 +65,11 @@ typedef struct {
     int prefill_chunk;           /* prompt tokens of one sequence per step (64) */
     int max_context;             /* prompt + generated per sequence (min(4096, max_pos)) */
     int max_in_flight;           /* micro-batches in flight (pp) */
+    int resume_failed;           /* running requests hit by a lost worker are re-run (prefill of
+                                    prompt + tokens so far, sampler resumed) up to this many
+                                    times once the grid serves again, instead of ending with a
+                                    retryable error; their tokens are exactly those of an
+                                    uninterrupted run (0 = off, the default) */
     /* failure detection (0 = default) */
     int heartbeat_ms;            /* heartbeat period both ways (500) */
     int worker_timeout_ms;       /* worker silence that counts as a hang (3000) */

@@ -136,6 +136,8 @@ typedef struct {
 } hd_proto_step_item_t;
 
 #define HD_PROTO_MAX_LOGPROBS 64
+/* Largest sampler skip accepted (PRNG draws of a re-run sequence: at most its tokens). */
+#define HD_PROTO_MAX_SAMPLER_SKIP (1ull << 24)
 
 typedef struct {
     uint64_t step_id;

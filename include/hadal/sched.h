@@ -58,6 +58,12 @@ typedef struct {
                               column's running sequences, so that many steps in flight share
                               them evenly and every pipeline stage has work; 0 or 1: a step
                               takes every ready sequence (within step_tokens) */
+    int resume_failed;     /* (optional) > 0: a running request whose step or column fails
+                              is re-run up to this many times instead of ending with an error:
+                              its prompt and the tokens generated so far are prefilled again
+                              in a new sequence (same id; the worker's old state is released)
+                              and its sampler resumes after the draws it made, so the client
+                              sees exactly the tokens of an uninterrupted run */
 } hd_sched_params_t;
 
 typedef struct {

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CT_MAXTOK 24
+#define CT_MAXTOK 256
 
 typedef struct {
     int n_prompt;
@@ -179,6 +179,7 @@ typedef struct {
     int heartbeat_ms, worker_timeout_ms, step_timeout_ms, placement_timeout_ms;
     bool no_restart;
     const char *transport;
+    int resume_failed;      /* hd_cluster_params_t.resume_failed */
 } ct_grid_t;
 
 static inline hd_cluster_h ct_cluster(const ct_grid_t *g)
@@ -195,6 +196,7 @@ static inline hd_cluster_h ct_cluster(const ct_grid_t *g)
                              .step_timeout_ms = g->step_timeout_ms,
                              .placement_timeout_ms = g->placement_timeout_ms
                                                          ? g->placement_timeout_ms : 60000,
+                             .resume_failed = g->resume_failed,
                              .err = err, .err_len = sizeof(err)};
     hd_status_t st = hd_cluster_create(&p, &c);
     HD_CHECK_MSG(st == HD_OK, "cluster %dx%d: %s", g->pp, g->ep, err);

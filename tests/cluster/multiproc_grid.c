@@ -37,7 +37,7 @@ static void run_grid_on(const char *dir, int pp, int ep, const char *transport)
         HD_CHECK_INT_EQ(ct_submit(c, &reqs[i]), HD_OK);
     }
     /* an extra request, cancelled after its first token */
-    ct_req_t extra = {.n_prompt = 20, .max_tokens = CT_MAXTOK, .stop = -1};
+    ct_req_t extra = {.n_prompt = 20, .max_tokens = 24, .stop = -1}; /* cancelled after one */
     for (int j = 0; j < extra.n_prompt; j++) {
         extra.prompt[j] = 5 + j;
     }

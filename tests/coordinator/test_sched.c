@@ -63,7 +63,7 @@ static void fake_exec(hd_sched_h s, hd_step_t *st, int dead)
         /* a sequence whose first step died may still be held by other stages: released too */
         HD_CHECK_MSG(q != NULL || was_failed, "release of unknown sequence %llu",
                      (unsigned long long)st->release[i]);
-        if (q) {
+        if (q && !(was_failed && q->released)) { /* (a re-run whose first step died) */
             HD_CHECK_MSG(q->released == 0, "sequence released twice");
             q->released++;
         }
@@ -73,14 +73,15 @@ static void fake_exec(hd_sched_h s, hd_step_t *st, int dead)
         fake_seq_t *q = fake_find(it->id);
         if (it->column == dead) {
             tok[i] = HD_TOKEN_FAILED;
-            if (q == NULL && n_failed < MAXS) {
+            if ((q == NULL || (it->first && q->released)) && n_failed < MAXS) {
                 failed_ids[n_failed++] = it->id;
             }
             continue;
         }
         if (it->first) {
-            HD_CHECK_MSG(q == NULL, "sequence created twice");
-            q = &seqs[n_seqs++];
+            /* a request re-run after a failure comes back under its id once released */
+            HD_CHECK_MSG(q == NULL || q->released, "sequence created twice");
+            q = q != NULL ? q : &seqs[n_seqs++];
             memset(q, 0, sizeof(*q));
             q->id = it->id;
             q->column = it->column;
@@ -112,10 +113,13 @@ static void on_token(void *user, hd_req_id_t id, int32_t token, hd_finish_t f, c
     }
 }
 
+static int make_resume; /* hd_sched_params_t.resume_failed of the next make() */
+
 static hd_sched_h make(int cols, int step_tokens, int chunk)
 {
     hd_sched_params_t p = {.n_columns = cols, .max_running = 8, .max_waiting = 64,
-                           .step_tokens = step_tokens, .prefill_chunk = chunk, .max_context = 4096};
+                           .step_tokens = step_tokens, .prefill_chunk = chunk, .max_context = 4096,
+                           .resume_failed = make_resume};
     hd_sched_h s = NULL;
     HD_CHECK_INT_EQ(hd_sched_create(&p, &s), HD_OK);
     n_seqs = 0;
@@ -341,5 +345,51 @@ HD_TEST(column_failure_is_contained)
     drain(s, 1, -1);
     expect_alone(11, 5, 3);
     expect_alone(12, 5, 3);
+    hd_sched_destroy(s);
+}
+
+HD_TEST(failed_requests_are_rerun_with_resume)
+{
+    make_resume = 1;
+    hd_sched_h s = make(2, 64, 5);
+    make_resume = 0;
+    for (int i = 0; i < 6; i++) {
+        submit(s, i, 12, 20, -1);
+    }
+    /* a few steps, then column 1 fails mid-generation (a step and the column) */
+    hd_step_t *st = NULL;
+    for (int k = 0; k < 6; k++) {
+        HD_CHECK_INT_EQ(hd_sched_next_step(s, &st), HD_OK);
+        fake_exec(s, st, -1);
+    }
+    HD_CHECK_INT_EQ(hd_sched_next_step(s, &st), HD_OK);
+    fake_exec(s, st, 1);
+    hd_sched_column_down(s, 1, "worker 3 died");
+    drain(s, 1, -1);
+    hd_sched_stats_t ss;
+    hd_sched_stats(s, &ss);
+    HD_CHECK_INT_EQ(ss.running + ss.waiting, 3); /* column 1's wait for the column */
+    hd_sched_column_up(s, 1);
+    drain(s, 2, -1);
+    for (int i = 0; i < 6; i++) { /* every request: the tokens of an uninterrupted run */
+        HD_CHECK_INT_EQ(results[i].finish, HD_FINISH_LENGTH);
+        HD_CHECK_INT_EQ(results[i].n_final, 1);
+        expect_alone(i, 12, 20);
+    }
+    /* a second failure of the same requests exceeds resume_failed = 1: they end with errors */
+    for (int i = 20; i < 22; i++) {
+        submit(s, i, 12, 20, -1);
+    }
+    for (int round = 0; round < 2; round++) {
+        HD_CHECK_INT_EQ(hd_sched_next_step(s, &st), HD_OK);
+        fake_exec(s, st, round == 0 ? 0 : 1); /* each column fails once... */
+        HD_CHECK_INT_EQ(hd_sched_next_step(s, &st), HD_OK);
+        fake_exec(s, st, st->n_items > 0 ? st->items[0].column : -1); /* ...and again */
+    }
+    drain(s, 1, -1);
+    for (int i = 20; i < 22; i++) {
+        HD_CHECK_INT_EQ(results[i].finish, HD_FINISH_ERROR);
+        HD_CHECK_INT_EQ(results[i].n_final, 1);
+    }
     hd_sched_destroy(s);
 }
