@@ -104,3 +104,30 @@ HD_TEST(seeded_and_refusals)
         HD_CHECK_INT_EQ(hd_sampler_create(&bad[i], V, &s), HD_ERR_INVALID_PARAM);
     }
 }
+
+HD_TEST(skip_resumes_the_draws)
+{
+    /* a sampler created with skip = k continues exactly where one that drew k samples is */
+    hd_sampling_params_t p = {.temperature = 0.8f, .top_p = 0.95f, .seed = 42};
+    hd_sampler_h a = NULL, b = NULL;
+    HD_CHECK_INT_EQ(hd_sampler_create(&p, V, &a), HD_OK);
+    for (int i = 0; i < 37; i++) {
+        (void)hd_sampler_sample(a, logits);
+    }
+    p.skip = hd_sampling_draws(&p, 37);
+    HD_CHECK_INT_EQ((int)p.skip, 37);
+    HD_CHECK_INT_EQ(hd_sampler_create(&p, V, &b), HD_OK);
+    int diff = 0;
+    for (int i = 0; i < 200; i++) {
+        diff += hd_sampler_sample(a, logits) != hd_sampler_sample(b, logits);
+    }
+    HD_CHECK_INT_EQ(diff, 0);
+    hd_sampler_destroy(a);
+    hd_sampler_destroy(b);
+    /* greedy and top_k = 1 draw nothing */
+    hd_sampling_params_t g = {.temperature = 0.0f, .top_p = 1.0f};
+    HD_CHECK_INT_EQ((int)hd_sampling_draws(&g, 37), 0);
+    g.temperature = 1.0f;
+    g.top_k = 1;
+    HD_CHECK_INT_EQ((int)hd_sampling_draws(&g, 37), 0);
+}
