@@ -16,6 +16,7 @@ PKGS=(
     libevent-dev                        # HTTP server (evhttp)
     redis-server libhiredis-dev         # prefix cache store
     iproute2 curl                       # netns multi-host test, README examples
+    prometheus                          # promtool check metrics (tests/api)
 )
 missing=()
 for p in "${PKGS[@]}"; do
