@@ -3,6 +3,7 @@
  * seeded PRNG so the same seed and logits give the same tokens. Filters apply in the order
  * temperature -> top-k -> top-p -> min-p over the softmax probabilities.
  */
+#define _GNU_SOURCE /* qsort_r */
 #include "hadal/engine.h"
 #include "hadal/alloc.h"
 #include "hadal/rng.h"
@@ -57,12 +58,13 @@ void hd_sampler_destroy(hd_sampler_h s)
     hd_free(s);
 }
 
-static const float *sample_probs;
-
-static int sample_cmp(const void *a, const void *b)
+/* Descending probability, ties by ascending id; @ctx is the probability array (qsort_r, so
+   samplers on different threads never share state). */
+static int sample_cmp(const void *a, const void *b, void *ctx)
 {
+    const float *prob = ctx;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    float px = sample_probs[x], py = sample_probs[y];
+    float px = prob[x], py = prob[y];
     if (px != py) {
         return px > py ? -1 : 1;
     }
@@ -91,8 +93,7 @@ int32_t hd_sampler_sample(hd_sampler_h s, const float *logits)
     for (int i = 0; i < V; i++) {
         s->prob[i] = (float)(s->prob[i] / sum);
     }
-    sample_probs = s->prob;
-    qsort(s->idx, (size_t)V, sizeof(int32_t), sample_cmp);
+    qsort_r(s->idx, (size_t)V, sizeof(int32_t), sample_cmp, s->prob);
     int n = V;
     if (s->p.top_k > 0 && s->p.top_k < n) {
         n = s->p.top_k;
