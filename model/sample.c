@@ -88,10 +88,54 @@ int32_t hd_sampler_sample(hd_sampler_h s, const float *logits)
     for (int i = 0; i < V; i++) {
         s->prob[i] = expf(logits[i] * inv_t - mx);
         sum += s->prob[i];
-        s->idx[i] = i;
     }
     for (int i = 0; i < V; i++) {
         s->prob[i] = (float)(s->prob[i] / sum);
+    }
+    bool filtered = s->p.top_k > 0 || s->p.top_p < 1.0f || s->p.min_p > 0.0f;
+    if (!filtered) { /* plain temperature: draw over the ids in order, no sort needed */
+        double total = 0.0, acc = 0.0, r;
+        for (int i = 0; i < V; i++) {
+            total += s->prob[i];
+        }
+        r = hd_rng_uniform_d(&s->rng) * total;
+        for (int i = 0; i < V; i++) {
+            acc += s->prob[i];
+            if (r < acc) {
+                return i;
+            }
+        }
+        return V - 1;
+    }
+    /*
+     * The filters keep a prefix of the ids sorted by descending probability (ties: lower id
+     * first). Only that prefix is sorted: the candidates are every id whose probability is at
+     * least a threshold, which makes them exactly the first c ids of the full order, and the
+     * threshold is lowered until they surely hold the kept prefix (top_k of them, or a
+     * probability sum past top_p with a margin over rounding, or all ids above min_p's floor).
+     * The result is the same as sorting the whole vocabulary.
+     */
+    float pmax = s->prob[best], base = s->p.min_p > 0.0f ? s->p.min_p * pmax : 0.0f;
+    int V0 = V;
+    for (float try_thr = pmax * 0.0625f;; try_thr *= 0.0625f) {
+        float thr = try_thr > base ? try_thr : base;
+        bool last = thr == base || try_thr < 1e-30f;
+        double csum = 0.0;
+        int c = 0;
+        if (last && base == 0.0f) {
+            thr = -1.0f; /* everything */
+        }
+        for (int i = 0; i < V0; i++) {
+            if (s->prob[i] >= thr) {
+                s->idx[c++] = i;
+                csum += s->prob[i];
+            }
+        }
+        if (last || (s->p.top_k > 0 && c >= s->p.top_k) ||
+            (s->p.top_p < 1.0f && csum >= (double)s->p.top_p + 1e-6)) {
+            V = c;
+            break;
+        }
     }
     qsort_r(s->idx, (size_t)V, sizeof(int32_t), sample_cmp, s->prob);
     int n = V;

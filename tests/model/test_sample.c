@@ -6,6 +6,9 @@
  */
 #include "hd_test.h"
 #include "hadal/engine.h"
+#include "hadal/rng.h"
+
+#include <stdlib.h>
 
 #define V 8
 static const float logits[V] = {1.0f, 3.0f, 2.5f, -1.0f, 3.0f, 0.0f, 2.0f, -5.0f};
@@ -130,4 +133,117 @@ HD_TEST(skip_resumes_the_draws)
     g.temperature = 1.0f;
     g.top_k = 1;
     HD_CHECK_INT_EQ((int)hd_sampling_draws(&g, 37), 0);
+}
+
+/* The filters as a plain definition: sort the whole vocabulary (descending probability,
+   ties by id), cut by top_k, top_p, min_p, draw over the kept prefix in that order. */
+static const float *ref_prob;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (ref_prob[x] != ref_prob[y]) {
+        return ref_prob[x] > ref_prob[y] ? -1 : 1;
+    }
+    return x < y ? -1 : x > y;
+}
+
+static int32_t ref_sample(const hd_sampling_params_t *p, const float *lg, int nv, hd_rng_t *rng,
+                          float *prob, int32_t *idx)
+{
+    int32_t best = 0;
+    for (int i = 1; i < nv; i++) {
+        best = lg[i] > lg[best] ? i : best;
+    }
+    float inv_t = 1.0f / p->temperature, mx = lg[best] * inv_t;
+    double sum = 0.0;
+    for (int i = 0; i < nv; i++) {
+        prob[i] = expf(lg[i] * inv_t - mx);
+        sum += prob[i];
+        idx[i] = i;
+    }
+    for (int i = 0; i < nv; i++) {
+        prob[i] = (float)(prob[i] / sum);
+    }
+    ref_prob = prob;
+    qsort(idx, (size_t)nv, sizeof(int32_t), ref_cmp);
+    int n = nv;
+    if (p->top_k > 0 && p->top_k < n) {
+        n = p->top_k;
+    }
+    if (p->top_p < 1.0f) {
+        double cum = 0.0;
+        for (int i = 0; i < n; i++) {
+            cum += prob[idx[i]];
+            if (cum >= p->top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (p->min_p > 0.0f) {
+        float floor_p = p->min_p * prob[idx[0]];
+        int m = 1;
+        while (m < n && prob[idx[m]] >= floor_p) {
+            m++;
+        }
+        n = m;
+    }
+    double total = 0.0, acc = 0.0;
+    for (int i = 0; i < n; i++) {
+        total += prob[idx[i]];
+    }
+    double r = hd_rng_uniform_d(rng) * total;
+    for (int i = 0; i < n; i++) {
+        acc += prob[idx[i]];
+        if (r < acc) {
+            return idx[i];
+        }
+    }
+    return idx[n - 1];
+}
+
+HD_TEST(filters_equal_a_full_sort)
+{
+    /* large vocabularies, peaked and flat logits, many ties: the sampler sorts only the
+       candidates that can be kept, and must pick exactly what sorting everything picks */
+    enum { NV = 20000 };
+    static float lg[NV], prob[NV];
+    static int32_t idx[NV];
+    static const hd_sampling_params_t cases[] = {
+        {.temperature = 0.7f, .top_p = 0.9f},
+        {.temperature = 1.0f, .top_p = 0.999f},
+        {.temperature = 1.3f, .top_p = 1.0f, .top_k = 40},
+        {.temperature = 0.9f, .top_p = 0.5f, .top_k = 5},
+        {.temperature = 1.0f, .top_p = 1.0f, .min_p = 0.05f},
+        {.temperature = 2.0f, .top_p = 0.95f, .min_p = 0.01f, .top_k = 200},
+        {.temperature = 1.0f, .top_p = 1.0f, .top_k = NV + 5},
+    };
+    hd_rng_t lrng;
+    hd_rng_seed(&lrng, 5);
+    int mismatches = 0, calls = 0;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        for (int shape = 0; shape < 3; shape++) {
+            for (int i = 0; i < NV; i++) {
+                float u = hd_rng_uniform(&lrng);
+                lg[i] = shape == 0 ? 8.0f * (float)hd_rng_normal(&lrng)   /* peaked */
+                        : shape == 1 ? 0.1f * u                          /* flat */
+                                     : (float)((int)(u * 6.0f));          /* heavy ties */
+            }
+            hd_sampling_params_t p = cases[c];
+            p.seed = 100 + c * 3 + (uint64_t)shape;
+            hd_sampler_h s = NULL;
+            hd_rng_t rr;
+            HD_CHECK_INT_EQ(hd_sampler_create(&p, NV, &s), HD_OK);
+            hd_rng_seed(&rr, p.seed);
+            for (int k = 0; s != NULL && k < 12; k++) {
+                int32_t got = hd_sampler_sample(s, lg), want = ref_sample(&p, lg, NV, &rr, prob, idx);
+                mismatches += got != want;
+                calls++;
+            }
+            hd_sampler_destroy(s);
+        }
+    }
+    HD_CHECK_INT_EQ(calls, 7 * 3 * 12);
+    HD_CHECK_MSG(mismatches == 0, "%d of %d draws differ from the full sort", mismatches, calls);
 }
