@@ -473,7 +473,7 @@ static void serve_usage(FILE *f, const char *cmd)
             "  --max-running N --step-tokens N --prefill-chunk N --in-flight N   scheduler\n"
             "  --resume-failed N      re-run a request hit by a lost worker up to N times\n"
             "                         (exactly the tokens of an uninterrupted run) instead of\n"
-            "                         ending it with a retryable error (default 0)\n"
+            "                         ending it with a retryable error (default 2; 0 = fail)\n"
             "  --mpi                  under mpirun: rank 0 coordinates, ranks 1..N-1 are the\n"
             "                         workers (grid default 1 x N-1; --transport mpi for data)\n"
             "%s%s",
@@ -499,7 +499,7 @@ static int serve_parse(int argc, char **argv, serve_opts_t *o, const char *cmd)
         {0, 0, 0, 0}};
     int opt;
     *o = (serve_opts_t){.pp = 1, .ep = 2, .max_tokens = 16, .ready_timeout_s = 600,
-                        .http = {.port = 8000}};
+                        .resume_failed = 2, .http = {.port = 8000}};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
@@ -658,6 +658,7 @@ int hd_cli_run_grid(const hd_cli_run_grid_t *a)
     serve_opts_t o = {.pp = a->pp, .ep = a->ep, .model = a->model, .numerics = a->numerics,
                       .threads = a->threads, .transport = a->transport, .no_restart = true,
                       .prefill_chunk = a->chunk, .max_in_flight = 0, .mpi = a->mpi,
+                      .resume_failed = 2,
                       .grid_given = a->pp > 0 && a->ep > 0};
     hd_cluster_h c = NULL;
     run_grid_state_t s = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
