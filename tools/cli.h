@@ -19,6 +19,10 @@ int hd_cli_bench_alltoall(int argc, char **argv); /* cli_bench_net.c: MoE all-to
 int hd_cli_tokenize(int argc, char **argv);     /* cli_tok.c: text -> ids */
 int hd_cli_detokenize(int argc, char **argv);   /* cli_tok.c: ids -> text */
 int hd_cli_chat_template(int argc, char **argv); /* cli_tok.c: messages JSON -> prompt */
+struct hd_tok;
+/* cli_tok.c: open the tokenizer hd_tok_find() picks (@explicit_path, then @model_dir's, then
+   $HD_TOKENIZER, then the vendored V4 one); 0 on success. */
+int hd_cli_tok_open(const char *explicit_path, const char *model_dir, struct hd_tok **tok_p);
 int hd_cli_bench_tok(int argc, char **argv);     /* cli_tok.c: tokenizer tokens/s */
 int hd_cli_serve(int argc, char **argv);        /* cli_serve.c: coordinator + local workers */
 int hd_cli_coordinator(int argc, char **argv);  /* cli_serve.c: coordinator alone */

@@ -63,29 +63,10 @@ const char hd_cli_http_usage[] =
 
 /* ---- tokenizer, keys, replay scripts ---- */
 
-static void http_source_dir(char *out, size_t n)
-{
-    const char *f = __FILE__;
-    const char *suffix = "/tools/cli_http.c";
-    size_t lf = strlen(f), ls = strlen(suffix);
-    out[0] = '\0';
-    if (f[0] == '/' && lf > ls && strcmp(f + lf - ls, suffix) == 0 && lf - ls < n) {
-        memcpy(out, f, lf - ls);
-        out[lf - ls] = '\0';
-    }
-}
-
 static hd_tok_h http_tok_open(const char *explicit_path, const char *model_dir)
 {
-    char exe[PATH_MAX], src[PATH_MAX], path[PATH_MAX];
     hd_tok_h tok = NULL;
-    ssize_t r = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    exe[r > 0 ? r : 0] = '\0';
-    http_source_dir(src, sizeof(src));
-    hd_tok_search_t where = {.explicit_path = explicit_path, .model_dir = model_dir,
-                             .env_path = getenv("HD_TOKENIZER"), .exe_path = r > 0 ? exe : NULL,
-                             .source_dir = src[0] ? src : NULL};
-    if (hd_tok_find(&where, path, sizeof(path)) != HD_OK || hd_tok_create(path, &tok) != HD_OK) {
+    if (hd_cli_tok_open(explicit_path, model_dir, &tok) != 0) {
         fprintf(stderr, "hadal serve: cannot load a tokenizer (see the log above)\n");
         return NULL;
     }

@@ -6,6 +6,9 @@
 #include "cli.h"
 #include "hadal/engine.h"
 #include "hadal/alloc.h"
+#include "hadal/config.h"
+#include "hadal/json.h"
+#include "hadal/tokenizer.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -24,9 +27,13 @@ static double run_now(void)
 static void run_usage(FILE *f)
 {
     fprintf(f,
-            "usage: hadal run --model DIR --prompt-ids 1,2,3 [options]\n"
+            "usage: hadal run --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [options]\n"
             "  --model DIR          checkpoint directory (config.json + safetensors)\n"
             "  --prompt-ids LIST    comma-separated token ids\n"
+            "  --prompt TEXT        text, tokenized (the model's tokenizer.json, else the vendored\n"
+            "                       DeepSeek-V4 one; BOS first); implies --text\n"
+            "  --text               after the ids line, print the generated text on a second line\n"
+            "  --tokenizer FILE     tokenizer.json to use\n"
             "  --max-tokens N       tokens to generate (default 16)\n"
             "  --temperature T      0 = greedy (default 0)\n"
             "  --top-p P --top-k K --min-p M --seed S   sampling filters and PRNG seed\n"
@@ -92,10 +99,14 @@ int hd_cli_run(int argc, char **argv)
         {"mtp", no_argument, 0, 'D'},               {"help", no_argument, 0, 'h'},
         {"pp", required_argument, 0, 'G'},          {"ep", required_argument, 0, 'X'},
         {"transport", required_argument, 0, 'T'},   {"mpi", no_argument, 0, 'I'},
-        {0, 0, 0, 0}};
+        {"prompt", required_argument, 0, 'Q'},      {"text", no_argument, 0, 'W'},
+        {"tokenizer", required_argument, 0, 'Z'},   {0, 0, 0, 0}};
     hd_engine_params_t ep = {.numerics = HD_NUMERICS_OFFICIAL};
     hd_sampling_params_t sp = {.temperature = 0.0f, .top_p = 1.0f};
-    const char *ids_arg = NULL;
+    const char *ids_arg = NULL, *prompt_text = NULL, *tok_path = NULL;
+    bool want_text = false;
+    hd_tok_h tok = NULL;
+    int32_t *gen = NULL;
     long max_tokens = 16, chunk = 0;
     int ignore_eos = 0, want_mtp = 0, opt, rc = 1, grid_pp = 0, grid_ep = 0;
     const char *transport = NULL;
@@ -127,6 +138,9 @@ int hd_cli_run(int argc, char **argv)
         case 'X': grid_ep = (int)strtol(optarg, NULL, 10); break;
         case 'T': transport = optarg; break;
         case 'I': grid_mpi = true; break;
+        case 'Q': prompt_text = optarg; want_text = true; break;
+        case 'W': want_text = true; break;
+        case 'Z': tok_path = optarg; break;
         case 'u':
             if (strcmp(optarg, "plain") == 0) {
                 ep.numerics = HD_NUMERICS_PLAIN;
@@ -141,12 +155,52 @@ int hd_cli_run(int argc, char **argv)
         default: run_usage(stderr); return 2;
         }
     }
-    if (ep.model_path == NULL || ids_arg == NULL || max_tokens < 0 || chunk < 0) {
+    if (ep.model_path == NULL || (ids_arg == NULL) == (prompt_text == NULL) || max_tokens < 0 ||
+        chunk < 0) {
         run_usage(stderr);
         return 2;
     }
-    if (run_parse_ids(ids_arg, &ids, &n_ids) != 0) {
+    if (want_text && hd_cli_tok_open(tok_path, ep.model_path, &tok) != 0) {
+        fprintf(stderr, "hadal run: no tokenizer for --prompt / --text\n");
+        return 1;
+    }
+    if (prompt_text != NULL) {
+        hd_model_config_t pc;
+        char cpath[4200], cerr[256];
+        hd_tok_ids_t v;
+        snprintf(cpath, sizeof(cpath), "%s/config.json", ep.model_path);
+        if (hd_config_load(cpath, &pc, cerr, sizeof(cerr)) != HD_OK) {
+            fprintf(stderr, "hadal run: %s\n", cerr);
+            hd_tok_destroy(tok);
+            return 1;
+        }
+        hd_tok_ids_init(&v);
+        if (hd_tok_encode(tok, prompt_text, strlen(prompt_text), 0, &v) != HD_OK ||
+            (ids = hd_malloc((v.n + 1) * sizeof(int32_t), "prompt ids")) == NULL) {
+            fprintf(stderr, "hadal run: cannot tokenize --prompt\n");
+            hd_tok_ids_cleanup(&v);
+            hd_tok_destroy(tok);
+            return 1;
+        }
+        ids[0] = pc.bos_id;
+        memcpy(ids + 1, v.ids, v.n * sizeof(int32_t));
+        n_ids = (int64_t)v.n + 1;
+        hd_tok_ids_cleanup(&v);
+        long folded = 0;
+        for (int64_t i = 0; i < n_ids; i++) { /* a tiny test model has a smaller vocabulary */
+            if (ids[i] >= pc.vocab_size) {
+                ids[i] %= pc.vocab_size;
+                folded++;
+            }
+        }
+        if (folded > 0) {
+            fprintf(stderr, "hadal run: %ld prompt ids folded into the model's %d-token "
+                    "vocabulary (as hadal serve does for the tiny models)\n", folded,
+                    pc.vocab_size);
+        }
+    } else if (run_parse_ids(ids_arg, &ids, &n_ids) != 0) {
         fprintf(stderr, "hadal run: --prompt-ids must be a comma-separated list of ids >= 0\n");
+        hd_tok_destroy(tok);
         return 2;
     }
     if (grid_pp > 0 || grid_ep > 0 || grid_mpi) {
@@ -159,8 +213,12 @@ int hd_cli_run(int argc, char **argv)
         if (grid_mpi && grid_pp <= 0 && grid_ep <= 0) {
             ga.pp = ga.ep = 0; /* 1 x (N-1) from mpirun -np N */
         }
+        if (want_text && prompt_text == NULL) {
+            fprintf(stderr, "hadal run: --text prints text for single-process runs only\n");
+        }
         rc = hd_cli_run_grid(&ga);
         hd_free(ids);
+        hd_tok_destroy(tok);
         return rc;
     }
     ep.load_mtp = want_mtp != 0;
@@ -178,9 +236,10 @@ int hd_cli_run(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    gen = hd_malloc((size_t)(max_tokens + 1) * sizeof(int32_t), "generated ids");
     logits = hd_malloc((size_t)cfg->vocab_size * sizeof(float), "logits");
     draft = hd_malloc((size_t)cfg->vocab_size * sizeof(float), "draft logits");
-    if (logits == NULL || draft == NULL || hd_seq_create(eng, &seq) != HD_OK) {
+    if (gen == NULL || logits == NULL || draft == NULL || hd_seq_create(eng, &seq) != HD_OK) {
         fprintf(stderr, "hadal run: out of memory\n");
         goto out;
     }
@@ -207,7 +266,7 @@ int hd_cli_run(int argc, char **argv)
         }
         printf(i ? " %d" : "%d", next);
         fflush(stdout);
-        generated++;
+        gen[generated++] = next;
         if (next == cfg->eos_id && !ignore_eos) {
             break;
         }
@@ -230,6 +289,14 @@ int hd_cli_run(int argc, char **argv)
         }
     }
     printf("\n");
+    if (want_text) { /* the completion as text, special tokens included, on its own line */
+        hd_buf_t text;
+        hd_buf_init(&text);
+        if (hd_tok_decode(tok, gen, (size_t)generated, 0, &text) == HD_OK) {
+            printf("%s\n", text.data);
+        }
+        hd_buf_cleanup(&text);
+    }
     double t_dec = run_now() - t2;
     fprintf(stderr,
             "load %.3f s; prefill %lld tokens in %.3f s (%.1f tok/s); decode %ld tokens in "
@@ -242,6 +309,8 @@ int hd_cli_run(int argc, char **argv)
     rc = 0;
 out:
     hd_free(ids);
+    hd_free(gen);
+    hd_tok_destroy(tok);
     hd_free(logits);
     hd_free(draft);
     hd_seq_destroy(seq);

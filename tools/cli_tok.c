@@ -43,15 +43,15 @@ static void cli_source_dir(char *out, size_t n)
     }
 }
 
-static int cli_tok_open(const tok_cli_opts_t *o, hd_tok_h *tok_p)
+int hd_cli_tok_open(const char *explicit_path, const char *model_dir, hd_tok_h *tok_p)
 {
     char exe[PATH_MAX], src[PATH_MAX], path[PATH_MAX];
     ssize_t r = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     hd_tok_search_t where = {0};
     exe[r > 0 ? r : 0] = '\0';
     cli_source_dir(src, sizeof(src));
-    where.explicit_path = o->tokenizer;
-    where.model_dir = o->model_dir;
+    where.explicit_path = explicit_path;
+    where.model_dir = model_dir;
     where.env_path = getenv("HD_TOKENIZER");
     where.exe_path = r > 0 ? exe : NULL;
     where.source_dir = src[0] ? src : NULL;
@@ -63,6 +63,11 @@ static int cli_tok_open(const tok_cli_opts_t *o, hd_tok_h *tok_p)
         return 1;
     }
     return 0;
+}
+
+static int cli_tok_open(const tok_cli_opts_t *o, hd_tok_h *tok_p)
+{
+    return hd_cli_tok_open(o->tokenizer, o->model_dir, tok_p);
 }
 
 /* Read all of @f into a NUL-terminated heap buffer. */
