@@ -4,6 +4,7 @@
  * "<origin>: ..." message; an accepted config must pass validation and survive a Hub-form
  * round trip unchanged.
  */
+#include "fuzz_common.h"
 #include "hadal/config.h"
 #include "hadal/log.h"
 
@@ -11,10 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void fuzz_quiet(hd_log_level_t level, const char *line, void *user)
-{
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

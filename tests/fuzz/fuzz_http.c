@@ -5,6 +5,7 @@
  * encoding and tokenization must finish without a crash, a leak or a sanitizer report, and the
  * answer must be one the server gives to clients: 200 (accepted), 400 or 404.
  */
+#include "fuzz_common.h"
 #include "hadal/http.h"
 #include "hadal/log.h"
 #include "hadal/tokenizer.h"
@@ -13,40 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void fuzz_quiet(hd_log_level_t level, const char *line, void *user)
-{
-    (void)level;
-    (void)line;
-    (void)user;
-}
-
-static hd_tok_h fuzz_tok(void)
-{
-    static hd_tok_h tok;
-    if (tok == NULL) {
-        char path[4096];
-        const char *env = getenv("HD_TOKENIZER");
-        hd_log_set(fuzz_quiet, NULL);
-        if (env != NULL) {
-            snprintf(path, sizeof(path), "%s", env);
-        } else {
-            /* __FILE__ is tests/fuzz/fuzz_http.c under the source tree */
-            snprintf(path, sizeof(path), "%s", __FILE__);
-            char *cut = strstr(path, "tests/fuzz/fuzz_http.c");
-            if (cut == NULL) {
-                abort();
-            }
-            snprintf(cut, sizeof(path) - (size_t)(cut - path), "coordinator/data/%s",
-                     HD_TOK_DEFAULT_REL);
-        }
-        if (hd_tok_create(path, &tok) != HD_OK) {
-            fprintf(stderr, "fuzz_http: cannot load %s\n", path);
-            abort();
-        }
-    }
-    return tok;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

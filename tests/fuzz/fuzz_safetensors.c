@@ -3,16 +3,13 @@
  * is treated as a whole file image. The parser must fail cleanly or return tensors whose
  * byte ranges lie inside the buffer.
  */
+#include "fuzz_common.h"
 #include "../../model/st_impl.h"
 #include "hadal/log.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void fuzz_quiet(hd_log_level_t level, const char *line, void *user)
-{
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

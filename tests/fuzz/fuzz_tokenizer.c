@@ -6,6 +6,7 @@
  * same text and never a split character, and the same holds with special tokens as text.
  * The input read as little-endian int32 ids must decode (whole and streamed) the same way.
  */
+#include "fuzz_common.h"
 #include "hadal/json.h"
 #include "hadal/log.h"
 #include "hadal/tokenizer.h"
@@ -16,72 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void fuzz_quiet(hd_log_level_t level, const char *line, void *user)
-{
-}
-
-static bool utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = s[i];
-        size_t k;
-        uint32_t cp;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if (b >= 0xC2 && b <= 0xDF) {
-            k = 1, cp = b & 0x1F;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            k = 2, cp = b & 0x0F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            k = 3, cp = b & 0x07;
-        } else {
-            return false;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF)) {
-            return false;
-        }
-        i += k + 1;
-    }
-    return true;
-}
-
-static hd_tok_h fuzz_tok(void)
-{
-    static hd_tok_h tok;
-    if (tok == NULL) {
-        char path[4096];
-        const char *env = getenv("HD_TOKENIZER");
-        hd_log_set(fuzz_quiet, NULL);
-        if (env != NULL) {
-            snprintf(path, sizeof(path), "%s", env);
-        } else {
-            /* __FILE__ is tests/fuzz/fuzz_tokenizer.c under the source tree */
-            snprintf(path, sizeof(path), "%s", __FILE__);
-            char *cut = strstr(path, "tests/fuzz/fuzz_tokenizer.c");
-            if (cut == NULL) {
-                abort();
-            }
-            snprintf(cut, sizeof(path) - (size_t)(cut - path), "coordinator/data/%s",
-                     HD_TOK_DEFAULT_REL);
-        }
-        if (hd_tok_create(path, &tok) != HD_OK) {
-            fprintf(stderr, "fuzz_tokenizer: cannot load %s\n", path);
-            abort();
-        }
-    }
-    return tok;
-}
-
-/* Decode @ids whole and streamed; they must agree and be valid UTF-8. Returns the text. */
 static void decode_check(hd_tok_h tok, const int32_t *ids, size_t n, unsigned flags,
                          hd_buf_t *whole)
 {
