@@ -459,16 +459,10 @@ static hd_status_t bind_layer(hd_engine_h e, int li, const uint8_t *mask)
     return HD_OK;
 }
 
+/* Bytes one matmul over @w reads: the kernels' own count (0 for a view this stage left unbound). */
 static size_t weight_view_bytes(const hd_weight_t *w)
 {
-    if (w->data == NULL) {
-        return 0;
-    }
-    size_t b = (size_t)w->rows * w->row_bytes;
-    if (w->fmt == HD_WFMT_FP4) {
-        b += (size_t)w->rows * (size_t)w->scale_stride;
-    }
-    return b;
+    return w->data != NULL ? (size_t)hd_kern_weight_view_bytes(w) : 0;
 }
 
 /* Bytes a decode token reads: every non-expert matrix of the layers, top-k average experts. */
