@@ -182,15 +182,24 @@ static void req_finish(hd_sched_h s, sched_req_t *r, hd_finish_t f, const char *
     }
 }
 
+/* List @id for release in the next step; -1 when out of memory. */
+static int sched_release(hd_sched_h s, hd_req_id_t id)
+{
+    if (grow((void **)&s->rel, &s->cap_rel, s->n_rel + 1, sizeof(*s->rel)) != 0) {
+        return -1;
+    }
+    s->rel[s->n_rel++] = id;
+    return 0;
+}
+
 static void sched_reap(hd_sched_h s)
 {
     int j = 0;
     for (int i = 0; i < s->n_run; i++) {
         sched_req_t *r = s->run[i];
         if (r->finished && !r->in_flight) {
-            if (r->started && grow((void **)&s->rel, &s->cap_rel, s->n_rel + 1,
-                                   sizeof(*s->rel)) == 0) {
-                s->rel[s->n_rel++] = r->id;
+            if (r->started) {
+                (void)sched_release(s, r->id);
             }
             req_free(r);
             continue;
@@ -216,12 +225,9 @@ static void req_failed(hd_sched_h s, sched_req_t *r, const char *why)
         req_finish(s, r, HD_FINISH_ERROR, why ? why : "worker failed; retry");
         return;
     }
-    if (r->started && grow((void **)&s->rel, &s->cap_rel, s->n_rel + 1, sizeof(*s->rel)) != 0) {
+    if (r->started && sched_release(s, r->id) != 0) {
         req_finish(s, r, HD_FINISH_ERROR, "out of memory while re-running after a failure");
         return;
-    }
-    if (r->started) {
-        s->rel[s->n_rel++] = r->id;
     }
     r->resumes++;
     r->started = false;
