@@ -334,7 +334,7 @@ static int bench_parse_fmt(const char *s, hd_wfmt_t *fmt)
 
 /* A random weight of @fmt with finite values (no e4m3 NaN codes, scales near 1). */
 static int bench_make_weight(hd_wfmt_t fmt, int64_t rows, int64_t cols, hd_weight_t *w,
-                             void **mem)
+                             void **mem, size_t *bytes_p)
 {
     hd_rng_t rng;
     size_t elem_bytes, scale_bytes = 0;
@@ -386,22 +386,19 @@ static int bench_make_weight(hd_wfmt_t fmt, int64_t rows, int64_t cols, hd_weigh
     w->data = p;
     w->scale = scale_bytes ? p + elem_bytes : NULL;
     *mem = p;
+    *bytes_p = elem_bytes + scale_bytes; /* elements, then scales */
     return 0;
 }
 
-/* Move @w's bytes into an unlinked temporary file and point @w at a read-only mapping of it. */
-static int bench_map_weight(hd_weight_t *w, void **map_p, size_t *len_p)
+/* Move the @len bytes of @w (elements, then scales) into an unlinked temporary file and point
+   @w at a read-only mapping of it. */
+static int bench_map_weight(hd_weight_t *w, size_t len, void **map_p)
 {
     char path[] = "/tmp/hadal-bench-XXXXXX";
     const uint8_t *base = w->data;
-    size_t elem = w->row_bytes * (size_t)w->rows, len = elem, off = 0;
+    size_t off = 0;
     int fd = mkstemp(path);
     void *map;
-    if (w->scale != NULL) {
-        len = (size_t)(w->scale - base) + (size_t)(w->fmt == HD_WFMT_FP4
-                                                       ? w->rows * w->scale_stride
-                                                       : ((w->rows + 127) / 128) * w->scale_stride);
-    }
     if (fd < 0) {
         return -1;
     }
@@ -424,7 +421,6 @@ static int bench_map_weight(hd_weight_t *w, void **map_p, size_t *len_p)
     }
     w->data = map;
     *map_p = map;
-    *len_p = len;
     return 0;
 }
 
@@ -488,7 +484,7 @@ static int bench_gemm(int argc, char **argv)
     peak = bench_flops_run(threads);
     x = hd_aligned_calloc((size_t)(n * cols), sizeof(float), "bench x");
     y = hd_aligned_calloc((size_t)(n * rows), sizeof(float), "bench y");
-    if (x == NULL || y == NULL || bench_make_weight(fmt, rows, cols, &w, &mem) != 0 ||
+    if (x == NULL || y == NULL || bench_make_weight(fmt, rows, cols, &w, &mem, &map_len) != 0 ||
         hd_kern_backend_create("cpu", threads, &be) != HD_OK) {
         fprintf(stderr, "hadal bench gemm: out of memory\n");
         hd_free(x);
@@ -496,7 +492,7 @@ static int bench_gemm(int argc, char **argv)
         hd_free(mem);
         return 1;
     }
-    if (use_mmap && bench_map_weight(&w, &map, &map_len) != 0) {
+    if (use_mmap && bench_map_weight(&w, map_len, &map) != 0) {
         fprintf(stderr, "hadal bench gemm: cannot write and map a temporary weight file\n");
         hd_kern_backend_destroy(be);
         hd_free(x);
