@@ -56,12 +56,24 @@ void cpu_mm_decode_ref(const hd_weight_t *w, int64_t r, int64_t c0, int64_t c1, 
 
 /*
  * AVX2 matmul pieces. "Kernel order" is the column order the decoders produce: natural for
- * f32/bf16/FP8; for FP4, within each group of 8 columns, 0,2,4,6,1,3,5,7. Inputs given to
+ * f32/bf16/FP8; for FP4, within each group of 16 columns, 0,4,8,12,1,5,9,13,2,6,10,14,3,7,11,15
+ * (what fp4_dec32 in matmul_avx2.c produces). Inputs given to
  * these functions are already in kernel order and zero-padded to K8 = cols rounded up to 8.
  */
 /* y[t * ldy + i] for t < nt (1 or 2), i < nr (1..4): rows r .. r+nr-1, decode fused. */
 void cpu_mm_gemv_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk, int64_t K8,
                       int nt, float *y, int64_t ldy);
+/*
+ * cpu_mm_gemv_avx2 for FP8 rows r .. r+nr-1 (nr <= 8) in one 128-row scale block, with
+ * @xs = @xk times 2^(e-7) per 128-column block for that block's scale byte e wherever
+ * @ok[block] (the driver checked that this scaling is exact): the same bits, cheaper.
+ */
+void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
+                              const float *xs, const uint8_t *ok, int64_t K8, int nt, float *y,
+                              int64_t ldy);
+/* Largest |x| and smallest nonzero |x| over x[0 .. n), n a multiple of 8; false if any x
+   is NaN or infinite. */
+bool cpu_mm_abs_range_avx2(const float *x, int64_t n, float *amax, float *amin_nz);
 /* Decode rows r .. r+nr-1 to dst[i * K8 + k] in kernel order, zero-padded to K8. */
 void cpu_mm_decode_avx2(const hd_weight_t *w, int64_t r, int nr, int64_t K8, float *dst);
 /*
@@ -74,6 +86,7 @@ void cpu_mm_tiles_avx2(const float *wb, int nrp, int nr, int64_t K8, const float
 void cpu_act_quant_avx2(float *x, int64_t cols);
 
 hd_status_t cpu_matmul(cpu_ctx_t *ctx, const hd_op_matmul_t *op);
+hd_status_t cpu_matmul_group(cpu_ctx_t *ctx, const hd_op_matmul_t *ops, int count);
 hd_status_t cpu_attn(cpu_ctx_t *ctx, const hd_op_attn_t *op);
 
 #endif /* HADAL_KERNELS_IMPL_H */

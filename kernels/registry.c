@@ -69,16 +69,26 @@ hd_status_t hd_kern_run(hd_kern_backend_t *be, const hd_op_t *op)
     uint64_t t0 = kern_now_ns();
     hd_status_t st = be->ops->run_op(be->ctx, op);
     uint64_t dt = kern_now_ns() - t0;
-    if (op->type == HD_OP_MATMUL) {
-        const hd_op_matmul_t *m = &op->matmul;
-        uint64_t bytes = hd_kern_weight_view_bytes(m->w);
-        unsigned f = (unsigned)m->w->fmt & 3u;
-        be->stats.matmul_calls++;
-        be->stats.weight_bytes += bytes;
-        be->stats.matmul_flops += 2u * (uint64_t)m->w->rows * (uint64_t)m->w->cols * (uint64_t)m->n;
-        be->stats.fmt_ns[f] += dt;
-        be->stats.fmt_bytes[f] += bytes;
-        be->stats.fmt_calls[f]++;
+    if (op->type == HD_OP_MATMUL || op->type == HD_OP_MATMUL_GROUP) {
+        const hd_op_matmul_t *ms = op->type == HD_OP_MATMUL ? &op->matmul : op->matmul_group.ops;
+        int count = op->type == HD_OP_MATMUL ? 1 : op->matmul_group.count;
+        uint64_t total = 0;
+        for (int i = 0; i < count; i++) {
+            total += hd_kern_weight_view_bytes(ms[i].w);
+        }
+        for (int i = 0; i < count; i++) { /* a group's time is shared out by bytes read */
+            const hd_op_matmul_t *m = &ms[i];
+            uint64_t bytes = hd_kern_weight_view_bytes(m->w);
+            unsigned f = (unsigned)m->w->fmt & 3u;
+            be->stats.matmul_calls++;
+            be->stats.weight_bytes += bytes;
+            be->stats.matmul_flops +=
+                2u * (uint64_t)m->w->rows * (uint64_t)m->w->cols * (uint64_t)m->n;
+            be->stats.fmt_ns[f] += total > 0 ? (uint64_t)((double)dt * (double)bytes / (double)total)
+                                             : dt / (uint64_t)count;
+            be->stats.fmt_bytes[f] += bytes;
+            be->stats.fmt_calls[f]++;
+        }
     } else if (op->type == HD_OP_ATTN) {
         be->stats.attn_calls++;
         be->stats.attn_ns += dt;
@@ -122,5 +132,18 @@ hd_status_t hd_kern_matmul(hd_kern_backend_t *be, const hd_weight_t *w, const fl
     hd_op_t op = {.type = HD_OP_MATMUL};
     op.matmul = (hd_op_matmul_t){.w = w, .x = x, .y = y, .n = n, .x_stride = x_stride,
                                  .y_stride = y_stride, .act_quant_fp8 = act_quant_fp8};
+    return hd_kern_run(be, &op);
+}
+
+hd_status_t hd_kern_matmul_group(hd_kern_backend_t *be, const hd_op_matmul_t *ops, int count)
+{
+    hd_op_t op = {.type = HD_OP_MATMUL_GROUP};
+    if (count < 0 || (count > 0 && ops == NULL)) {
+        return HD_ERR_INVALID_PARAM;
+    }
+    if (count == 0) {
+        return HD_OK;
+    }
+    op.matmul_group = (hd_op_matmul_group_t){.ops = ops, .count = count};
     return hd_kern_run(be, &op);
 }

@@ -683,6 +683,8 @@ static hd_status_t moe_local(hd_engine_h e, const layer_w_t *L, int64_t n, const
     int d = c->dim, E = c->n_routed_experts, I = c->moe_inter;
     bool official = e->numerics == HD_NUMERICS_OFFICIAL;
     hd_status_t st = HD_ERR_NO_MEMORY;
+    int64_t *cnt = NULL;
+    hd_op_matmul_t *ops = NULL;
     int64_t *rows = hd_calloc((size_t)n + 1, sizeof(int64_t), "moe rows");
     float *ex = hd_aligned_calloc((size_t)n * d + 1, sizeof(float), "moe x");
     float *eg = hd_aligned_calloc((size_t)n * I + 1, sizeof(float), "moe g");
@@ -699,45 +701,76 @@ static hd_status_t moe_local(hd_engine_h e, const layer_w_t *L, int64_t n, const
             goto out;
         }
     }
+    /* rows grouped by expert (ascending row order within each, as one by one), then every
+       expert's w1 and w3 in one grouped launch, SwiGLU, and every w2 in a second one */
+    cnt = hd_calloc((size_t)E + 1, sizeof(int64_t), "moe expert offsets");
+    ops = hd_calloc((size_t)2 * (size_t)E, sizeof(*ops), "moe matmuls");
+    if (cnt == NULL || ops == NULL) {
+        st = HD_ERR_NO_MEMORY;
+        goto out;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        cnt[eid[r] + 1]++;
+    }
     for (int xe = 0; xe < E; xe++) {
-        int64_t ne = 0;
-        for (int64_t r = 0; r < n; r++) {
-            if (eid[r] == xe) {
-                rows[ne] = r;
-                memcpy(ex + ne * d, x + (r / x_div) * d, (size_t)d * sizeof(float));
-                ne++;
-            }
-        }
-        if (ne == 0) {
-            continue;
-        }
-        if (L->w1[xe].data == NULL) {
+        if (cnt[xe + 1] > 0 && L->w1[xe].data == NULL) {
             snprintf(e->err, sizeof(e->err), "layer %d: expert %d is not loaded on this engine",
                      L->index, xe);
             st = HD_ERR_UNSUPPORTED;
             goto out;
         }
-        HD_CHECK_GOTO(hd_kern_matmul(e->be, &L->w1[xe], ex, d, eg, I, ne, official), st, out);
-        HD_CHECK_GOTO(hd_kern_matmul(e->be, &L->w3[xe], ex, d, eu, I, ne, official), st, out);
-        swiglu(c, eg, eu, ne * I);
-        if (official) {
-            for (int64_t r = 0; r < ne; r++) {
-                for (int i = 0; i < I; i++) {
-                    eg[r * I + i] *= w[rows[r]];
-                }
+        cnt[xe + 1] += cnt[xe]; /* cnt[xe]: first slot of expert xe */
+    }
+    for (int64_t q = 0; q < n; q++) { /* stable counting sort by expert */
+        int64_t at = cnt[eid[q]]++;
+        rows[at] = q;
+        memcpy(ex + at * d, x + (q / x_div) * d, (size_t)d * sizeof(float));
+    }
+    for (int xe = E; xe > 0; xe--) { /* the sort advanced each start to the next: undo */
+        cnt[xe] = cnt[xe - 1];
+    }
+    cnt[0] = 0;
+    int no = 0;
+    for (int xe = 0; xe < E; xe++) {
+        int64_t o = cnt[xe], ne = cnt[xe + 1] - o;
+        if (ne == 0) {
+            continue;
+        }
+        ops[no++] = (hd_op_matmul_t){.w = &L->w1[xe], .x = ex + o * d, .y = eg + o * I, .n = ne,
+                                     .x_stride = d, .y_stride = I, .act_quant_fp8 = official};
+        ops[no++] = (hd_op_matmul_t){.w = &L->w3[xe], .x = ex + o * d, .y = eu + o * I, .n = ne,
+                                     .x_stride = d, .y_stride = I, .act_quant_fp8 = official};
+    }
+    HD_CHECK_GOTO(hd_kern_matmul_group(e->be, ops, no), st, out);
+    swiglu(c, eg, eu, n * I);
+    if (official) {
+        for (int64_t r = 0; r < n; r++) {
+            for (int i = 0; i < I; i++) {
+                eg[r * I + i] *= w[rows[r]];
             }
         }
-        HD_CHECK_GOTO(hd_kern_matmul(e->be, &L->w2[xe], eg, I, ey, d, ne, official), st, out);
-        for (int64_t r = 0; r < ne; r++) {
-            float *o = out + rows[r] * d;
-            const float *v = ey + r * d;
-            for (int i = 0; i < d; i++) {
-                o[i] = official ? v[i] : v[i] * w[rows[r]];
-            }
+    }
+    no = 0;
+    for (int xe = 0; xe < E; xe++) {
+        int64_t o = cnt[xe], ne = cnt[xe + 1] - o;
+        if (ne == 0) {
+            continue;
+        }
+        ops[no++] = (hd_op_matmul_t){.w = &L->w2[xe], .x = eg + o * I, .y = ey + o * d, .n = ne,
+                                     .x_stride = I, .y_stride = d, .act_quant_fp8 = official};
+    }
+    HD_CHECK_GOTO(hd_kern_matmul_group(e->be, ops, no), st, out);
+    for (int64_t r = 0; r < n; r++) {
+        float *o = out + rows[r] * d;
+        const float *v = ey + r * d;
+        for (int i = 0; i < d; i++) {
+            o[i] = official ? v[i] : v[i] * w[rows[r]];
         }
     }
     st = HD_OK;
 out:
+    hd_free(cnt);
+    hd_free(ops);
     hd_free(rows);
     hd_free(ex);
     hd_free(eg);

@@ -46,6 +46,7 @@ typedef struct {
 typedef enum {
     HD_OP_MATMUL = 0, /* y[i] = W x[i] for n rows */
     HD_OP_ATTN = 1,   /* sparse attention with per-head sink over candidate lists */
+    HD_OP_MATMUL_GROUP = 2, /* independent matmuls in one launch (grouped GEMM, MoE experts) */
     HD_OP_COUNT
 } hd_op_type_t;
 
@@ -72,11 +73,22 @@ typedef struct {
     float *out;              /* [n_q, n_heads, head_dim] */
 } hd_op_attn_t;
 
+/*
+ * @count matmuls with no data dependency between them (no op reads another's y), run as
+ * one launch. Each y is exactly what the op would give alone (the determinism contract is
+ * per output row), so grouping is only a matter of speed.
+ */
+typedef struct {
+    const hd_op_matmul_t *ops;
+    int count;
+} hd_op_matmul_group_t;
+
 typedef struct {
     hd_op_type_t type;
     union {
         hd_op_matmul_t matmul;
         hd_op_attn_t attn;
+        hd_op_matmul_group_t matmul_group;
     };
 } hd_op_t;
 
@@ -135,6 +147,9 @@ hd_status_t hd_kern_cpu_set_isa(const char *isa);
 hd_status_t hd_kern_matmul(hd_kern_backend_t *be, const hd_weight_t *w, const float *x,
                            int64_t x_stride, float *y, int64_t y_stride, int64_t n,
                            bool act_quant_fp8);
+
+/* @count independent matmuls as one HD_OP_MATMUL_GROUP (same results as one by one). */
+hd_status_t hd_kern_matmul_group(hd_kern_backend_t *be, const hd_op_matmul_t *ops, int count);
 
 /*
  * Decode one weight row into @out (cols floats, natural column order): exactly the values

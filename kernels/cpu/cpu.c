@@ -83,7 +83,7 @@ void cpu_run_workers(cpu_ctx_t *ctx, void (*fn)(void *arg, int worker), void *ar
 
 static bool cpu_supports_op(void *ctx, const hd_op_t *op)
 {
-    return op->type == HD_OP_MATMUL || op->type == HD_OP_ATTN;
+    return op->type == HD_OP_MATMUL || op->type == HD_OP_MATMUL_GROUP || op->type == HD_OP_ATTN;
 }
 
 static hd_status_t cpu_run_op(void *vctx, const hd_op_t *op)
@@ -91,6 +91,8 @@ static hd_status_t cpu_run_op(void *vctx, const hd_op_t *op)
     cpu_ctx_t *ctx = vctx;
     switch (op->type) {
     case HD_OP_MATMUL: return cpu_matmul(ctx, &op->matmul);
+    case HD_OP_MATMUL_GROUP:
+        return cpu_matmul_group(ctx, op->matmul_group.ops, op->matmul_group.count);
     case HD_OP_ATTN: return cpu_attn(ctx, &op->attn);
     default: return HD_ERR_UNSUPPORTED;
     }

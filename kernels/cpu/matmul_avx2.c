@@ -24,6 +24,14 @@
 /* bf16 high/low bytes of the e2m1 values, indexed by nibble, repeated for both lanes. */
 static uint8_t mm_fp4_hi[32] __attribute__((aligned(32)));
 static uint8_t mm_fp4_lo[32] __attribute__((aligned(32)));
+/* mm_fp4_hi with code 8 (-0) as +0: the pattern fp4_dec32_pow2 needs (see there). */
+static uint8_t mm_fp4_hiz[32] __attribute__((aligned(32)));
+/*
+ * For e8m0 bytes e in [MM_FP4_EMIN, 127]: (127 - e) << 7 in both halves of a 32-bit word,
+ * the amount to take off a bf16 pattern's exponent field to multiply it by 2^(e-127).
+ */
+#define MM_FP4_EMIN 64
+static uint32_t mm_fp4_off[256];
 static int mm_fp4_ready;
 
 static void mm_fp4_tables(void)
@@ -37,6 +45,10 @@ static void mm_fp4_tables(void)
         memcpy(&u, &v, 4); /* every e2m1 value is an exact bf16: the low 16 bits are zero */
         mm_fp4_hi[i] = (uint8_t)(u >> 24);
         mm_fp4_lo[i] = (uint8_t)(u >> 16);
+        mm_fp4_hiz[i] = (i & 15) == 8 ? 0 : mm_fp4_hi[i];
+    }
+    for (int e = MM_FP4_EMIN; e <= 127; e++) {
+        mm_fp4_off[e] = (uint32_t)(127 - e) << 7 | (uint32_t)(127 - e) << 23;
     }
     __atomic_store_n(&mm_fp4_ready, 1, __ATOMIC_RELEASE);
 }
@@ -92,24 +104,60 @@ AVX2_INL bool fp8_scale(uint8_t e, __m256 *s, __m256 *s2)
 
 /*
  * 16 bytes of e2m1 pairs (32 columns) -> 4 vectors of value * s in kernel order. One pshufb
- * per byte of the bf16 pattern turns nibbles into bf16 values; interleaving with zero words
- * makes them f32. Lane 0 carries even columns, lane 1 odd ones, hence the 0,2,4,6,1,3,5,7
- * column order within each group of 8.
+ * per byte of the bf16 pattern turns nibbles into bf16 values (lane 0 from the low nibbles,
+ * lane 1 from the high ones); interleaving the two bytes gives 16-bit words, and each 32-bit
+ * word holds two of them: the even one becomes an f32 by a left shift, the odd one by
+ * masking off the low half (an AND, which unlike a shuffle runs on every vector pipe).
+ * Kernel order within each 16 columns is therefore 0,4,8,12,1,5,9,13 | 2,6,10,14,3,7,11,15
+ * (mm_prepare_x in matmul.c puts the inputs in this order).
  */
-AVX2_INL void fp4_dec32(const uint8_t *q, __m256 s, __m256i thi, __m256i tlo, __m256 out[4])
+AVX2_INL void fp4_words(const uint8_t *q, __m256i thi, __m256i tlo, __m256i *a, __m256i *c)
 {
     __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q));
     __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
                                    _mm256_set1_epi8(0x0F));
     __m256i hb = _mm256_shuffle_epi8(thi, idx);
     __m256i lb = _mm256_shuffle_epi8(tlo, idx);
-    __m256i a = _mm256_unpacklo_epi8(lb, hb);
-    __m256i c = _mm256_unpackhi_epi8(lb, hb);
-    __m256i z = _mm256_setzero_si256();
-    out[0] = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(z, a)), s);
-    out[1] = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(z, a)), s);
-    out[2] = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(z, c)), s);
-    out[3] = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(z, c)), s);
+    *a = _mm256_unpacklo_epi8(lb, hb);
+    *c = _mm256_unpackhi_epi8(lb, hb);
+}
+
+AVX2_INL void fp4_words_f32(__m256i a, __m256i c, __m256 out[4])
+{
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    out[0] = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+    out[1] = _mm256_castsi256_ps(_mm256_and_si256(a, hi));
+    out[2] = _mm256_castsi256_ps(_mm256_slli_epi32(c, 16));
+    out[3] = _mm256_castsi256_ps(_mm256_and_si256(c, hi));
+}
+
+AVX2_INL void fp4_dec32(const uint8_t *q, __m256 s, __m256i thi, __m256i tlo, __m256 out[4])
+{
+    __m256i a, c;
+    fp4_words(q, thi, tlo, &a, &c);
+    fp4_words_f32(a, c, out);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        out[k] = _mm256_mul_ps(out[k], s);
+    }
+}
+
+/*
+ * fp4_dec32 for a block scale 2^(e-127) with MM_FP4_EMIN <= e <= 127, without a multiply:
+ * @off (mm_fp4_off[e]) is subtracted from the exponent field of each bf16 pattern, with
+ * unsigned saturation. A nonzero e2m1 value has exponent field >= 126 > 127 - e, so it
+ * stays normal and is scaled exactly (the product fp4_dec32 rounds is exact here too);
+ * a zero pattern saturates at 0, which is why @thi must map code 8 (-0) to +0
+ * (mm_fp4_hiz). The sign of a zero weight never shows in a result: the accumulators start
+ * at +0 and a round-to-nearest sum is -0 only when both terms are, so every FMA chain gives
+ * the same bits with +0 or -0 weights.
+ */
+AVX2_INL void fp4_dec32_pow2(const uint8_t *q, __m256i off, __m256i thi, __m256i tlo,
+                             __m256 out[4])
+{
+    __m256i a, c;
+    fp4_words(q, thi, tlo, &a, &c);
+    fp4_words_f32(_mm256_subs_epu16(a, off), _mm256_subs_epu16(c, off), out);
 }
 
 /*
@@ -217,6 +265,146 @@ AVX2_INL void gemv_fp8(const hd_weight_t *w, int64_t r, int nr, const float *xk,
     }
 }
 
+/*
+ * FP8 with the block scale moved to the inputs. fp8_dec8's bit move gives w * 2^-120
+ * exactly; @xs holds x * 2^(e-7) for each 128-column block whose scale byte e the driver
+ * found safe for these inputs (@ok[block]: every x * 2^(e-7) is zero or a normal float, so
+ * it is exact, and e <= 246, so w * 2^(e-127) is exact too). Then fma(w * 2^-120, xs, acc)
+ * rounds the same real number w * s * x + acc as the canonical fma(w * s, x, acc): the
+ * same bits, for two vector operations per 8 weights fewer. A block with a NaN weight code
+ * among the four rows, or not marked safe, runs the canonical decoder on @xk.
+ */
+AVX2_INL bool fp8_block_has_nan(const uint8_t *const rp[4], int64_t c0, int64_t c1)
+{
+    const __m256i top = _mm256_set1_epi8((char)0x80);
+    __m256i m = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        int64_t c = c0;
+        for (; c + 32 <= c1; c += 32) {
+            m = _mm256_max_epu8(m, _mm256_or_si256(_mm256_loadu_si256((const __m256i *)(rp[i] + c)), top));
+        }
+        for (; c < c1; c += 8) { /* a code is NaN when its low 7 bits are all ones */
+            __m256i v = _mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i *)(rp[i] + c)));
+            m = _mm256_max_epu8(m, _mm256_or_si256(v, top));
+        }
+    }
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8((char)0xFF))) != 0;
+}
+
+AVX2_INL void gemv_fp8_pre(const hd_weight_t *w, int64_t r, int nr, const float *xk,
+                           const float *xs, const uint8_t *ok, int64_t K8, int NT,
+                           __m256 acc[4][2])
+{
+    const uint8_t *rp[4];
+    int64_t ri[4];
+    int64_t cv = w->cols & ~(int64_t)7;
+    const uint8_t *sp;
+    const __m256i keep = _mm256_set1_epi32((int)0x87F00000u);
+    mm_rows4(w, r, nr, rp, ri);
+    sp = w->scale + (size_t)((w->row0 + ri[0]) / 128) * (size_t)w->scale_stride;
+    for (int64_t c0 = 0; c0 < cv; c0 += 128) {
+        int64_t c1 = c0 + 128 < cv ? c0 + 128 : cv;
+        mm_prefetch4(rp, c0, w->cols, w->row_bytes);
+        mm_prefetch4(rp, c0 + 64, w->cols, w->row_bytes);
+        if (ok[c0 >> 7] && !fp8_block_has_nan(rp, c0, c1)) {
+            for (int64_t c = c0; c < c1; c += 8) {
+                __m256 x0 = _mm256_loadu_ps(xs + c);
+                __m256 x1 = NT > 1 ? _mm256_loadu_ps(xs + K8 + c) : x0;
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(rp[i] + c)));
+                    __m256 f = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(v, 20), keep));
+                    acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
+                    if (NT > 1) {
+                        acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
+                    }
+                }
+            }
+            continue;
+        }
+        __m256 s, s2;
+        bool two = fp8_scale(sp[c0 >> 7], &s, &s2);
+        for (int64_t c = c0; c < c1; c += 8) {
+            __m256 x0 = _mm256_loadu_ps(xk + c);
+            __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + c) : x0;
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m256 f = fp8_dec8(rp[i] + c, s, s2, two);
+                acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
+                if (NT > 1) {
+                    acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
+                }
+            }
+        }
+    }
+    if (cv < w->cols) {
+        __m256 x0 = _mm256_loadu_ps(xk + cv);
+        __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + cv) : x0;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            float t[8] __attribute__((aligned(32))) = {0};
+            cpu_mm_decode_ref(w, ri[i], cv, w->cols, t);
+            __m256 f = _mm256_load_ps(t);
+            acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
+            if (NT > 1) {
+                acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
+            }
+        }
+    }
+}
+
+AVX2_FN void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
+                                      const float *xs, const uint8_t *ok, int64_t K8, int nt,
+                                      float *y, int64_t ldy)
+{
+    __m256 acc[4][2];
+    for (int64_t q = 0; q < nr; q += 4) {
+        int nq = nr - q < 4 ? (int)(nr - q) : 4;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            acc[i][0] = _mm256_setzero_ps();
+            acc[i][1] = _mm256_setzero_ps();
+        }
+        if (nt == 1) {
+            gemv_fp8_pre(w, r + q, nq, xk, xs, ok, K8, 1, acc);
+        } else {
+            gemv_fp8_pre(w, r + q, nq, xk, xs, ok, K8, 2, acc);
+        }
+        for (int i = 0; i < nq; i++) {
+            for (int t = 0; t < nt; t++) {
+                y[t * ldy + q + i] = hsum8(acc[i][t]);
+            }
+        }
+    }
+}
+
+/* Largest |x| and smallest nonzero |x| of x[0 .. n) (n a multiple of 8); false if any x is
+   NaN or infinite. */
+AVX2_FN bool cpu_mm_abs_range_avx2(const float *x, int64_t n, float *amax, float *amin_nz)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 inf = _mm256_set1_ps(__builtin_inff());
+    __m256 hi = _mm256_setzero_ps(), lo = inf, bad = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), absmask);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ)); /* NaN or inf */
+        hi = _mm256_max_ps(hi, a);
+        /* zeros become +inf so they never win the minimum */
+        lo = _mm256_min_ps(lo, _mm256_blendv_ps(a, inf, _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+    }
+    float h[8], l[8];
+    _mm256_storeu_ps(h, hi);
+    _mm256_storeu_ps(l, lo);
+    *amax = 0;
+    *amin_nz = __builtin_inff();
+    for (int k = 0; k < 8; k++) {
+        *amax = h[k] > *amax ? h[k] : *amax;
+        *amin_nz = l[k] < *amin_nz ? l[k] : *amin_nz;
+    }
+    return _mm256_movemask_ps(bad) == 0;
+}
+
 AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk, int64_t K8,
                        int NT, __m256 acc[4][2])
 {
@@ -224,6 +412,7 @@ AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk,
     int64_t ri[4];
     __m256i thi = _mm256_load_si256((const __m256i *)mm_fp4_hi);
     __m256i tlo = _mm256_load_si256((const __m256i *)mm_fp4_lo);
+    __m256i thz = _mm256_load_si256((const __m256i *)mm_fp4_hiz);
     mm_rows4(w, r, nr, rp, ri);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
@@ -239,11 +428,31 @@ AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk,
             x0[k] = _mm256_loadu_ps(xk + c + 8 * k);
             x1[k] = NT > 1 ? _mm256_loadu_ps(xk + K8 + c + 8 * k) : x0[k];
         }
+        int64_t cb = c >> 5;
+        uint32_t e0 = sp[0][cb], e1 = sp[1][cb], e2 = sp[2][cb], e3 = sp[3][cb];
+        if (((e0 - MM_FP4_EMIN) | (e1 - MM_FP4_EMIN) | (e2 - MM_FP4_EMIN) | (e3 - MM_FP4_EMIN)) <
+            128 - MM_FP4_EMIN) { /* every scale <= 1 and not tiny: scale by exponent arithmetic */
+            const uint32_t eb[4] = {e0, e1, e2, e3};
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m256 f[4];
+                fp4_dec32_pow2(rp[i] + c / 2,
+                               _mm256_castps_si256(_mm256_broadcast_ss((const float *)&mm_fp4_off[eb[i]])),
+                               thz, tlo, f);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    acc[i][0] = _mm256_fmadd_ps(f[k], x0[k], acc[i][0]);
+                    if (NT > 1) {
+                        acc[i][1] = _mm256_fmadd_ps(f[k], x1[k], acc[i][1]);
+                    }
+                }
+            }
+            continue;
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             __m256 f[4];
-            fp4_dec32(rp[i] + c / 2, _mm256_broadcast_ss(&cpu_e8m0_f32[sp[i][c >> 5]]), thi, tlo,
-                      f);
+            fp4_dec32(rp[i] + c / 2, _mm256_broadcast_ss(&cpu_e8m0_f32[sp[i][cb]]), thi, tlo, f);
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
                 acc[i][0] = _mm256_fmadd_ps(f[k], x0[k], acc[i][0]);
@@ -252,6 +461,63 @@ AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk,
                 }
             }
         }
+    }
+}
+
+/* One token, 8 rows (8 independent FMA chains: 4 cannot cover FMA latency x 2 pipes). */
+AVX2_INL void gemv_fp4_r8(const hd_weight_t *w, int64_t r, int nr, const float *xk, float *y)
+{
+    const uint8_t *rp[8], *sp[8];
+    __m256 acc[8];
+    __m256i thi = _mm256_load_si256((const __m256i *)mm_fp4_hi);
+    __m256i tlo = _mm256_load_si256((const __m256i *)mm_fp4_lo);
+    __m256i thz = _mm256_load_si256((const __m256i *)mm_fp4_hiz);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        int64_t ri = r + (i < nr ? i : nr - 1);
+        rp[i] = (const uint8_t *)w->data + (size_t)ri * w->row_bytes;
+        sp[i] = w->scale + (size_t)(w->row0 + ri) * (size_t)w->scale_stride;
+        acc[i] = _mm256_setzero_ps();
+    }
+    for (int64_t c = 0; c < w->cols; c += 32) {
+        if ((c & 127) == 0) {
+            mm_prefetch4(rp, c / 2, w->cols / 2, w->row_bytes);
+            mm_prefetch4(rp + 4, c / 2, w->cols / 2, w->row_bytes);
+        }
+        int64_t cb = c >> 5;
+        uint32_t eb[8], bad = 0;
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            eb[i] = sp[i][cb];
+            bad |= eb[i] - MM_FP4_EMIN;
+        }
+        if (bad < 128 - MM_FP4_EMIN) {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m256 f[4];
+                fp4_dec32_pow2(rp[i] + c / 2,
+                               _mm256_castps_si256(_mm256_broadcast_ss((const float *)&mm_fp4_off[eb[i]])),
+                               thz, tlo, f);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    acc[i] = _mm256_fmadd_ps(f[k], _mm256_loadu_ps(xk + c + 8 * k), acc[i]);
+                }
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m256 f[4];
+                fp4_dec32(rp[i] + c / 2, _mm256_broadcast_ss(&cpu_e8m0_f32[eb[i]]), thi, tlo, f);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    acc[i] = _mm256_fmadd_ps(f[k], _mm256_loadu_ps(xk + c + 8 * k), acc[i]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < nr; i++) {
+        y[i] = hsum8(acc[i]);
     }
 }
 
@@ -322,7 +588,10 @@ AVX2_FN void cpu_mm_gemv_avx2(const hd_weight_t *w, int64_t r, int nr, const flo
                               int64_t K8, int nt, float *y, int64_t ldy)
 {
     mm_fp4_tables();
-    if (nt == 1) {
+    if (nr > 4) {
+        cpu_mm_gemv_avx2(w, r, 4, xk, K8, nt, y, ldy);
+        cpu_mm_gemv_avx2(w, r + 4, nr - 4, xk, K8, nt, y + 4, ldy);
+    } else if (nt == 1) {
         gemv_nt(w, r, nr, xk, K8, 1, y, ldy);
     } else {
         gemv_nt(w, r, nr, xk, K8, 2, y, ldy);

@@ -511,6 +511,76 @@ HD_TEST(matmul_fp8_codes_and_scales)
     tw_free(&t);
 }
 
+/*
+ * The fused one- and two-token kernels take shortcuts that must give the canonical bits:
+ * FP4 scales applied by exponent arithmetic (scale bytes 64..127; others multiply) and FP8
+ * scales moved onto the inputs (only where x * 2^(e-7) is exact for every input). Inputs
+ * with huge, tiny, subnormal and infinite values and scales across the whole range, each
+ * token alone and in pairs against the tiled kernel (which takes no shortcut), bit for bit.
+ */
+HD_TEST(matmul_fused_shortcuts_exact)
+{
+    if (!isa_use(0)) {
+        HD_SKIP("this CPU has no AVX2+FMA");
+    }
+    const int64_t cols = 512, rows = 260, N = 6;
+    float *x = rand_vec(N * cols, 1.0, 41);
+    for (int64_t c = 0; c < cols; c++) {
+        x[1 * cols + c] *= c % 128 < 64 ? 1e30f : 1e-30f;    /* one token: both extremes */
+        x[2 * cols + c] = c % 3 ? x[2 * cols + c] * 1e-39f : 0.0f; /* subnormals and zeros */
+        x[3 * cols + c] *= 0x1p100f;                         /* overflows scaled up */
+    }
+    x[4 * cols + 300] = INFINITY; /* one infinity: the canonical path throughout */
+    hd_kern_backend_t *be = be_make(2);
+    for (int fmt = HD_WFMT_FP8; fmt <= HD_WFMT_FP4; fmt++) {
+        tw_t t;
+        tw_make(&t, (hd_wfmt_t)fmt, rows, cols, 70, 0, 900 + fmt);
+        int64_t ns = fmt == HD_WFMT_FP8 ? ((70 + rows + 127) / 128) * (cols / 128) : (70 + rows) * (cols / 32);
+        hd_rng_t rng;
+        hd_rng_seed(&rng, 5);
+        for (int64_t i = 0; i < ns; i++) { /* every scale byte class: tiny, fast range, > 1 */
+            /* (no byte so large that token 0's products overflow: it is checked against
+               the reference below; matmul_fp8_codes_and_scales covers those) */
+            static const uint8_t pick[] = {0, 1, 2, 30, 63, 64, 65, 100, 120, 126, 127, 128, 134,
+                                           135, 140, 160, 180};
+            t.scale[i] = pick[hd_rng_below(&rng, sizeof(pick))];
+        }
+        if (fmt == HD_WFMT_FP4) {
+            uint8_t *d = (uint8_t *)t.w.data;
+            for (int64_t i = 0; i < rows * cols / 2; i += 7) {
+                d[i] = (uint8_t)((d[i] & 0xF0) | 0x08); /* -0 codes */
+            }
+        }
+        float *yt = hd_calloc((size_t)(N * rows), sizeof(float), "yt");
+        float *y = hd_calloc((size_t)(2 * rows), sizeof(float), "y");
+        for (int aq = 0; aq < 2; aq++) {
+            HD_CHECK_INT_EQ(hd_kern_matmul(be, &t.w, x, cols, yt, rows, N, aq), HD_OK);
+            for (int64_t i = 0; i < N; i++) {
+                HD_CHECK_INT_EQ(hd_kern_matmul(be, &t.w, x + i * cols, cols, y, rows, 1, aq), HD_OK);
+                HD_CHECK_MSG(same_bits(y, yt + i * rows, (size_t)rows),
+                             "%s aq %d token %lld: one-token kernel differs from tiled",
+                             fmt_names[fmt], aq, (long long)i);
+                if (i + 1 < N) {
+                    HD_CHECK_INT_EQ(hd_kern_matmul(be, &t.w, x + i * cols, cols, y, rows, 2, aq), HD_OK);
+                    HD_CHECK_MSG(same_bits(y, yt + i * rows, (size_t)(2 * rows)),
+                                 "%s aq %d tokens %lld,%lld: two-token kernel differs from tiled",
+                                 fmt_names[fmt], aq, (long long)i, (long long)i + 1);
+                }
+            }
+            /* token 0 (ordinary values) against the double-precision reference */
+            mm_err_t e = mm_check(&t.w, x, cols, 1, aq, yt, rows);
+            HD_CHECK_MSG(e.max_ratio <= 1.0, "%s aq %d: %.3g of bound", fmt_names[fmt], aq,
+                         e.max_ratio);
+        }
+        hd_free(y);
+        hd_free(yt);
+        tw_free(&t);
+    }
+    hd_kern_backend_destroy(be);
+    hd_free(x);
+    hd_kern_cpu_set_isa(NULL);
+}
+
 HD_TEST(matmul_bad_shapes)
 {
     hd_kern_backend_t *be = be_make(1);
