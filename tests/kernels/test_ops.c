@@ -581,6 +581,72 @@ HD_TEST(matmul_fused_shortcuts_exact)
     hd_kern_cpu_set_isa(NULL);
 }
 
+/*
+ * hd_kern_matmul_group gives each member exactly what hd_kern_matmul gives it alone: mixed
+ * formats, fused (n <= 2) and tiled (n > 2) members in one launch, neighbours sharing one
+ * input (prepared once), members with n = 0, and a group larger than the driver's stack.
+ */
+HD_TEST(matmul_group_equals_one_by_one)
+{
+    enum { M = 40 };
+    static const int64_t ns[] = {1, 1, 2, 0, 5, 1, 3, 2};
+    tw_t t[M];
+    hd_op_matmul_t ops[M];
+    float *x = rand_vec(8 * 1100, 1.0, 61);
+    float *yg[M], *y1[M];
+    for (int isa = 0; isa < 2; isa++) {
+        if (!isa_use(isa)) {
+            continue;
+        }
+        hd_kern_backend_t *be = be_make(2);
+        int shared = 0;
+        for (int i = 0; i < M; i++) {
+            hd_wfmt_t fmt = (hd_wfmt_t)(i % 4);
+            int64_t cols = fmt == HD_WFMT_FP4 ? 1024 : 1000 + 8 * ((i / 2) % 3) + ((i / 2) % 5 == 0);
+            int64_t rows = 20 + 37 * (i % 7);
+            tw_make(&t[i], fmt, rows, cols, (i % 3) * 50, 0, 700 + i);
+            int64_t n = ns[(i / 2) % 8];
+            bool aq = (i / 2) % 3 != 0;
+            /* member 2k+1 reads member 2k's input (f32 then bf16: the same prepared input) */
+            bool share = (i & 1) && t[i - 1].w.cols == cols;
+            shared += share && n > 0;
+            ops[i] = (hd_op_matmul_t){.w = &t[i].w, .x = share ? ops[i - 1].x : x + (i % 4) * 10,
+                                      .y = NULL, .n = n, .x_stride = 1100, .y_stride = rows + 1,
+                                      .act_quant_fp8 = aq};
+            yg[i] = hd_calloc((size_t)((n + 1) * (rows + 1)), sizeof(float), "yg");
+            y1[i] = hd_calloc((size_t)((n + 1) * (rows + 1)), sizeof(float), "y1");
+        }
+        HD_CHECK_MSG(shared >= 5, "only %d members share an input", shared);
+        for (int count = 1; count <= M; count += M - 1) {
+            for (int i = 0; i < count; i++) {
+                ops[i].y = yg[i];
+            }
+            HD_CHECK_INT_EQ(hd_kern_matmul_group(be, ops, count), HD_OK);
+            for (int i = 0; i < count; i++) {
+                const hd_op_matmul_t *o = &ops[i];
+                HD_CHECK_INT_EQ(hd_kern_matmul(be, o->w, o->x, o->x_stride, y1[i], o->y_stride,
+                                               o->n, o->act_quant_fp8), HD_OK);
+                HD_CHECK_MSG(same_bits(yg[i], y1[i], (size_t)(o->n * o->y_stride)),
+                             "%s member %d of %d (%s, n %lld): grouped result differs",
+                             isa_list[isa], i, count, fmt_names[o->w->fmt], (long long)o->n);
+            }
+        }
+        HD_CHECK_INT_EQ(hd_kern_matmul_group(be, ops, 0), HD_OK);
+        HD_CHECK_INT_EQ(hd_kern_matmul_group(be, NULL, 2), HD_ERR_INVALID_PARAM);
+        t[5].w.cols = 48; /* an invalid member (FP4 needs whole 32-column groups) */
+        t[5].w.fmt = HD_WFMT_FP4;
+        HD_CHECK_INT_EQ(hd_kern_matmul_group(be, ops, 8), HD_ERR_INVALID_PARAM);
+        for (int i = 0; i < M; i++) {
+            tw_free(&t[i]);
+            hd_free(yg[i]);
+            hd_free(y1[i]);
+        }
+        hd_kern_backend_destroy(be);
+    }
+    hd_kern_cpu_set_isa(NULL);
+    hd_free(x);
+}
+
 HD_TEST(matmul_bad_shapes)
 {
     hd_kern_backend_t *be = be_make(1);
