@@ -71,6 +71,8 @@ void cpu_mm_gemv_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk, 
 void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
                               const float *xs, const uint8_t *ok, int64_t K8, int nt, float *y,
                               int64_t ldy);
+/* d[i] = x[i] * f for i < n, n a multiple of 8. */
+void cpu_mm_scale_avx2(float *d, const float *x, int64_t n, float f);
 /* Largest |x| and smallest nonzero |x| over x[0 .. n), n a multiple of 8; false if any x
    is NaN or infinite. */
 bool cpu_mm_abs_range_avx2(const float *x, int64_t n, float *amax, float *amin_nz);

@@ -141,11 +141,7 @@ static void mm_fp8_prescale(const mm_job_t *j, int64_t sr, float *xs, uint8_t *o
         float f;
         memcpy(&f, &bits, sizeof(f));
         for (int64_t t = 0; t < j->n; t++) {
-            const float *x = j->xk + t * j->K8;
-            float *d = xs + t * j->K8;
-            for (int64_t c = c0; c < c1; c++) {
-                d[c] = x[c] * f;
-            }
+            cpu_mm_scale_avx2(xs + t * j->K8 + c0, j->xk + t * j->K8 + c0, c1 - c0, f);
         }
     }
 }

@@ -379,6 +379,15 @@ AVX2_FN void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, c
     }
 }
 
+/* d[i] = x[i] * f for i < n (a multiple of 8). */
+AVX2_FN void cpu_mm_scale_avx2(float *d, const float *x, int64_t n, float f)
+{
+    __m256 vf = _mm256_set1_ps(f);
+    for (int64_t i = 0; i < n; i += 8) {
+        _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vf));
+    }
+}
+
 /* Largest |x| and smallest nonzero |x| of x[0 .. n) (n a multiple of 8); false if any x is
    NaN or infinite. */
 AVX2_FN bool cpu_mm_abs_range_avx2(const float *x, int64_t n, float *amax, float *amin_nz)
@@ -461,63 +470,6 @@ AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk,
                 }
             }
         }
-    }
-}
-
-/* One token, 8 rows (8 independent FMA chains: 4 cannot cover FMA latency x 2 pipes). */
-AVX2_INL void gemv_fp4_r8(const hd_weight_t *w, int64_t r, int nr, const float *xk, float *y)
-{
-    const uint8_t *rp[8], *sp[8];
-    __m256 acc[8];
-    __m256i thi = _mm256_load_si256((const __m256i *)mm_fp4_hi);
-    __m256i tlo = _mm256_load_si256((const __m256i *)mm_fp4_lo);
-    __m256i thz = _mm256_load_si256((const __m256i *)mm_fp4_hiz);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        int64_t ri = r + (i < nr ? i : nr - 1);
-        rp[i] = (const uint8_t *)w->data + (size_t)ri * w->row_bytes;
-        sp[i] = w->scale + (size_t)(w->row0 + ri) * (size_t)w->scale_stride;
-        acc[i] = _mm256_setzero_ps();
-    }
-    for (int64_t c = 0; c < w->cols; c += 32) {
-        if ((c & 127) == 0) {
-            mm_prefetch4(rp, c / 2, w->cols / 2, w->row_bytes);
-            mm_prefetch4(rp + 4, c / 2, w->cols / 2, w->row_bytes);
-        }
-        int64_t cb = c >> 5;
-        uint32_t eb[8], bad = 0;
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) {
-            eb[i] = sp[i][cb];
-            bad |= eb[i] - MM_FP4_EMIN;
-        }
-        if (bad < 128 - MM_FP4_EMIN) {
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                __m256 f[4];
-                fp4_dec32_pow2(rp[i] + c / 2,
-                               _mm256_castps_si256(_mm256_broadcast_ss((const float *)&mm_fp4_off[eb[i]])),
-                               thz, tlo, f);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    acc[i] = _mm256_fmadd_ps(f[k], _mm256_loadu_ps(xk + c + 8 * k), acc[i]);
-                }
-            }
-        } else {
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                __m256 f[4];
-                fp4_dec32(rp[i] + c / 2, _mm256_broadcast_ss(&cpu_e8m0_f32[eb[i]]), thi, tlo, f);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    acc[i] = _mm256_fmadd_ps(f[k], _mm256_loadu_ps(xk + c + 8 * k), acc[i]);
-                }
-            }
-        }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < nr; i++) {
-        y[i] = hsum8(acc[i]);
     }
 }
 
