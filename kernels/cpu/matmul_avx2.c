@@ -612,7 +612,8 @@ AVX2_FN void cpu_mm_decode_avx2(const hd_weight_t *w, int64_t r, int nr, int64_t
 
 /*
  * acc[(t * 4 + i) * 8 ..] += rows i < 4 of @w times tokens t < NT of @x over kernel columns
- * [k0, k1). The accumulators travel through memory between column blocks unchanged, so the
+ * [k0, k1) (from zero when k0 == 0). The accumulators travel through memory between column
+ * blocks unchanged, so the
  * sequence of FMAs per output is exactly the fused kernel's.
  */
 AVX2_INL void tile_4xn(const float *w, int64_t ldw, const float *x, int64_t ldx, int64_t k0,
@@ -624,7 +625,7 @@ AVX2_INL void tile_4xn(const float *w, int64_t ldw, const float *x, int64_t ldx,
         a0[t] = a1[t] = a2[t] = a3[t] = _mm256_setzero_ps();
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; t++) {
+    for (int t = 0; t < NT && k0 > 0; t++) { /* the first column block starts from zero */
         a0[t] = _mm256_load_ps(acc + (t * 4 + 0) * 8);
         a1[t] = _mm256_load_ps(acc + (t * 4 + 1) * 8);
         a2[t] = _mm256_load_ps(acc + (t * 4 + 2) * 8);
@@ -667,7 +668,6 @@ AVX2_FN void cpu_mm_tiles_avx2(const float *wb, int nrp, int nr, int64_t K8, con
     int nq = nrp / 4;
     for (int64_t t0 = 0; t0 < n; t0 += CPU_MM_NB) {
         int64_t nb = n - t0 < CPU_MM_NB ? n - t0 : CPU_MM_NB;
-        memset(acc, 0, (size_t)nq * CPU_MM_NB * 32 * sizeof(float));
         for (int64_t k0 = 0; k0 < K8; k0 += CPU_MM_KC) {
             int64_t k1 = k0 + CPU_MM_KC < K8 ? k0 + CPU_MM_KC : K8;
             for (int64_t t = 0; t < nb; t += 3) {
