@@ -613,8 +613,7 @@ AVX2_FN void cpu_mm_decode_avx2(const hd_weight_t *w, int64_t r, int nr, int64_t
 /*
  * acc[(t * 4 + i) * 8 ..] += rows i < 4 of @w times tokens t < NT of @x over kernel columns
  * [k0, k1) (from zero when k0 == 0). The accumulators travel through memory between column
- * blocks unchanged, so the
- * sequence of FMAs per output is exactly the fused kernel's.
+ * blocks unchanged, so the sequence of FMAs per output is exactly the fused kernel's.
  */
 AVX2_INL void tile_4xn(const float *w, int64_t ldw, const float *x, int64_t ldx, int64_t k0,
                        int64_t k1, int NT, float *acc)
