@@ -669,11 +669,13 @@ AVX2_FN void cpu_mm_tiles_avx2(const float *wb, int nrp, int nr, int64_t K8, con
         int64_t nb = n - t0 < CPU_MM_NB ? n - t0 : CPU_MM_NB;
         for (int64_t k0 = 0; k0 < K8; k0 += CPU_MM_KC) {
             int64_t k1 = k0 + CPU_MM_KC < K8 ? k0 + CPU_MM_KC : K8;
-            for (int64_t t = 0; t < nb; t += 3) {
-                const float *xt = xk + (size_t)(t0 + t) * (size_t)K8;
-                int64_t left = nb - t;
-                for (int q = 0; q < nq; q++) {
-                    const float *wq = wb + (size_t)q * 4 * (size_t)K8;
+            /* rows outer, tokens inner: one 4-row slice of the block (4 KiB) stays in L1
+               while every token's slice of x (nb KiB) streams past it */
+            for (int q = 0; q < nq; q++) {
+                const float *wq = wb + (size_t)q * 4 * (size_t)K8;
+                for (int64_t t = 0; t < nb; t += 3) {
+                    const float *xt = xk + (size_t)(t0 + t) * (size_t)K8;
+                    int64_t left = nb - t;
                     float *aq = acc + ((size_t)q * CPU_MM_NB + (size_t)t) * 32;
                     if (left >= 3) {
                         tile_4xn(wq, K8, xt, K8, k0, k1, 3, aq);
