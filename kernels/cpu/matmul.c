@@ -6,7 +6,9 @@
  * cols rounded up to 8, the decoders' column order), then workers pull blocks of output
  * rows. With AVX2 (matmul_avx2.c), n <= 2 runs fused decode+dot kernels that touch each
  * weight byte once; larger n decodes a block of rows to f32 once and runs a register-tiled
- * kernel over all tokens, so prefill reuses the decoded rows from cache.
+ * kernel over all tokens, so prefill reuses the decoded rows from cache. A group of
+ * independent matmuls (HD_OP_MATMUL_GROUP) runs as one pool round over all their rows;
+ * neighbours with the same input share one prepared copy.
  *
  * Canonical reduction (the determinism contract): y[t][r] = hsum8(acc), where lane l of acc
  * accumulates w*x of the kernel-order columns 8v+l for v = 0, 1, ... in order (one FMA each;
