@@ -44,7 +44,8 @@ hd_status_t cpu_scratch_reserve(cpu_ctx_t *ctx, size_t floats);
 
 /* ---- matmul.c / matmul_avx2.c ---- */
 
-#define CPU_MM_KC 256 /* columns per cache block of the tiled kernel (multiple of 8) */
+#define CPU_MM_KC 1024 /* columns per cache block of the tiled kernel (multiple of 8): 4 rows of it
+                          (16 KiB) and 3 tokens of it (12 KiB) fit L1 together */
 #define CPU_MM_NB 96  /* tokens per accumulator block of the tiled kernel (multiple of 3) */
 
 /* e8m0 byte -> float (2^(e-127); 255 NaN), shared by every decoder. */
