@@ -195,6 +195,46 @@ AVX2_INL void mm_rows4(const hd_weight_t *w, int64_t r, int nr, const uint8_t *r
 
 /* ---- fused decode + dot for NT (1 or 2) tokens and 4 rows ---- */
 
+/* acc += 4 rows x NT tokens over columns [c0, c1) of FP8 rows @rp, canonical decoding. */
+AVX2_INL void fp8_block(const uint8_t *const rp[4], const __m256 s[4], const __m256 s2[4],
+                        bool two, int64_t c0, int64_t c1, const float *xk, int64_t K8, int NT,
+                        __m256 acc[4][2])
+{
+    for (int64_t c = c0; c < c1; c += 8) {
+        __m256 x0 = _mm256_loadu_ps(xk + c);
+        __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + c) : x0;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256 f = fp8_dec8(rp[i] + c, s[i], s2[i], two);
+            acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
+            if (NT > 1) {
+                acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
+            }
+        }
+    }
+}
+
+/* acc += the columns [cv, cols) past the last multiple of 8 (decoded by the reference). */
+AVX2_INL void mm_tail4(const hd_weight_t *w, const int64_t ri[4], int64_t cv, const float *xk,
+                       int64_t K8, int NT, __m256 acc[4][2])
+{
+    if (cv >= w->cols) {
+        return;
+    }
+    __m256 x0 = _mm256_loadu_ps(xk + cv);
+    __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + cv) : x0;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        float t[8] __attribute__((aligned(32))) = {0};
+        cpu_mm_decode_ref(w, ri[i], cv, w->cols, t);
+        __m256 f = _mm256_load_ps(t);
+        acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
+        if (NT > 1) {
+            acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
+        }
+    }
+}
+
 AVX2_INL void gemv_fp8(const hd_weight_t *w, int64_t r, int nr, const float *xk, int64_t K8,
                        int NT, __m256 acc[4][2])
 {
@@ -217,52 +257,17 @@ AVX2_INL void gemv_fp8(const hd_weight_t *w, int64_t r, int nr, const float *xk,
         mm_prefetch4(rp, c0, w->cols, w->row_bytes);
         mm_prefetch4(rp, c0 + 64, w->cols, w->row_bytes);
         if (!two) {
-            for (int64_t c = c0; c < c1; c += 8) {
-                __m256 x0 = _mm256_loadu_ps(xk + c);
-                __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + c) : x0;
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) {
-                    __m256 f = fp8_dec8(rp[i] + c, s[i], s2[i], false);
-                    acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
-                    if (NT > 1) {
-                        acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
-                    }
-                }
-            }
+            fp8_block(rp, s, s2, false, c0, c1, xk, K8, NT, acc);
         } else {
 #pragma GCC unroll 4
             for (int i = 0; i < 4; i++) { /* two steps for all four rows: same values */
                 s[i] = _mm256_set1_ps(0x1p120f);
                 s2[i] = _mm256_set1_ps(cpu_e8m0_f32[sp[i][c0 >> 7]]);
             }
-            for (int64_t c = c0; c < c1; c += 8) {
-                __m256 x0 = _mm256_loadu_ps(xk + c);
-                __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + c) : x0;
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) {
-                    __m256 f = fp8_dec8(rp[i] + c, s[i], s2[i], true);
-                    acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
-                    if (NT > 1) {
-                        acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
-                    }
-                }
-            }
+            fp8_block(rp, s, s2, true, c0, c1, xk, K8, NT, acc);
         }
     }
-    if (cv < w->cols) {
-        __m256 x0 = _mm256_loadu_ps(xk + cv);
-        __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + cv) : x0;
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            float t[8] __attribute__((aligned(32))) = {0};
-            cpu_mm_decode_ref(w, ri[i], cv, w->cols, t);
-            __m256 f = _mm256_load_ps(t);
-            acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
-            if (NT > 1) {
-                acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
-            }
-        }
-    }
+    mm_tail4(w, ri, cv, xk, K8, NT, acc);
 }
 
 /*
@@ -323,35 +328,17 @@ AVX2_INL void gemv_fp8_pre(const hd_weight_t *w, int64_t r, int nr, const float 
             }
             continue;
         }
-        __m256 s, s2;
-        bool two = fp8_scale(sp[c0 >> 7], &s, &s2);
-        for (int64_t c = c0; c < c1; c += 8) {
-            __m256 x0 = _mm256_loadu_ps(xk + c);
-            __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + c) : x0;
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                __m256 f = fp8_dec8(rp[i] + c, s, s2, two);
-                acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
-                if (NT > 1) {
-                    acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
-                }
-            }
+        __m256 s[4], s2[4];
+        bool two = fp8_scale(sp[c0 >> 7], &s[0], &s2[0]); /* one scale block for the 4 rows */
+        s[1] = s[2] = s[3] = s[0];
+        s2[1] = s2[2] = s2[3] = s2[0];
+        if (two) {
+            fp8_block(rp, s, s2, true, c0, c1, xk, K8, NT, acc);
+        } else {
+            fp8_block(rp, s, s2, false, c0, c1, xk, K8, NT, acc);
         }
     }
-    if (cv < w->cols) {
-        __m256 x0 = _mm256_loadu_ps(xk + cv);
-        __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + cv) : x0;
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            float t[8] __attribute__((aligned(32))) = {0};
-            cpu_mm_decode_ref(w, ri[i], cv, w->cols, t);
-            __m256 f = _mm256_load_ps(t);
-            acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
-            if (NT > 1) {
-                acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
-            }
-        }
-    }
+    mm_tail4(w, ri, cv, xk, K8, NT, acc);
 }
 
 AVX2_FN void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
@@ -497,20 +484,7 @@ AVX2_INL void gemv_bf16_f32(const hd_weight_t *w, int64_t r, int nr, const float
             }
         }
     }
-    if (cv < w->cols) {
-        __m256 x0 = _mm256_loadu_ps(xk + cv);
-        __m256 x1 = NT > 1 ? _mm256_loadu_ps(xk + K8 + cv) : x0;
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            float t[8] __attribute__((aligned(32))) = {0};
-            cpu_mm_decode_ref(w, ri[i], cv, w->cols, t);
-            __m256 f = _mm256_load_ps(t);
-            acc[i][0] = _mm256_fmadd_ps(f, x0, acc[i][0]);
-            if (NT > 1) {
-                acc[i][1] = _mm256_fmadd_ps(f, x1, acc[i][1]);
-            }
-        }
-    }
+    mm_tail4(w, ri, cv, xk, K8, NT, acc);
 }
 
 AVX2_INL void gemv_nt(const hd_weight_t *w, int64_t r, int nr, const float *xk, int64_t K8,
