@@ -436,13 +436,45 @@ static hd_status_t attn_layer(step_t *s, const layer_w_t *L, int li)
     for (int64_t t = 0; t < T; t++) {
         rmsnorm(s->xin + t * d, L->attn_norm, s->xn + t * d, d, eps);
     }
+    /* every projection of the normed input in one launch: query (a), key/value, and the
+       compressors' and the indexer's (in this order, so neighbours share a prepared input) */
+    {
+        hd_op_matmul_t xo[7];
+        int nx = 0, cw2 = L->ratio != 0 ? L->comp.coff * D : 0;
+        xo[nx++] = (hd_op_matmul_t){.w = &L->wq_a, .x = s->xn, .y = s->qr, .n = T,
+                                    .x_stride = d, .y_stride = c->q_lora_rank, .act_quant_fp8 = aq};
+        xo[nx++] = (hd_op_matmul_t){.w = &L->wkv, .x = s->xn, .y = s->kv, .n = T, .x_stride = d,
+                                    .y_stride = D, .act_quant_fp8 = aq};
+        if (L->ratio != 0) {
+            xo[nx++] = (hd_op_matmul_t){.w = &L->comp.wkv, .x = s->xn, .y = s->cu, .n = T,
+                                        .x_stride = d, .y_stride = cw2};
+            xo[nx++] = (hd_op_matmul_t){.w = &L->comp.wgate, .x = s->xn, .y = s->cz, .n = T,
+                                        .x_stride = d, .y_stride = cw2};
+        }
+        if (csa) {
+            xo[nx++] = (hd_op_matmul_t){.w = &L->icomp.wkv, .x = s->xn, .y = s->iu, .n = T,
+                                        .x_stride = d, .y_stride = 2 * Di};
+            xo[nx++] = (hd_op_matmul_t){.w = &L->icomp.wgate, .x = s->xn, .y = s->iz, .n = T,
+                                        .x_stride = d, .y_stride = 2 * Di};
+            xo[nx++] = (hd_op_matmul_t){.w = &L->i_wproj, .x = s->xn, .y = s->iw, .n = T,
+                                        .x_stride = d, .y_stride = nI};
+        }
+        HD_CHECK(hd_kern_matmul_group(be, xo, nx));
+    }
     /* query path */
-    HD_CHECK(hd_kern_matmul(be, &L->wq_a, s->xn, d, s->qr, c->q_lora_rank, T, aq));
     for (int64_t t = 0; t < T; t++) {
         float *qr = s->qr + t * c->q_lora_rank;
         rmsnorm(qr, L->q_norm, qr, c->q_lora_rank, eps);
     }
-    HD_CHECK(hd_kern_matmul(be, &L->wq_b, s->qr, c->q_lora_rank, s->q, HD, T, aq));
+    {   /* both up-projections of the normed query latent: attention's and the indexer's */
+        hd_op_matmul_t qo[2] = {
+            {.w = &L->wq_b, .x = s->qr, .y = s->q, .n = T, .x_stride = c->q_lora_rank,
+             .y_stride = HD, .act_quant_fp8 = aq},
+            {.w = &L->i_wq_b, .x = s->qr, .y = s->qi, .n = T, .x_stride = c->q_lora_rank,
+             .y_stride = (int64_t)nI * Di, .act_quant_fp8 = aq},
+        };
+        HD_CHECK(hd_kern_matmul_group(be, qo, csa ? 2 : 1));
+    }
     for (int64_t t = 0; t < T; t++) {
         for (int h = 0; h < H; h++) {
             float *qh = s->q + t * HD + (int64_t)h * D;
@@ -450,8 +482,7 @@ static hd_status_t attn_layer(step_t *s, const layer_w_t *L, int li)
             rope_apply(qh, D, cosT + t * R2, sinT + t * R2, R2, 1.0f);
         }
     }
-    /* key/value path */
-    HD_CHECK(hd_kern_matmul(be, &L->wkv, s->xn, d, s->kv, D, T, aq));
+    /* key/value path (its projection ran in the group above) */
     for (int64_t t = 0; t < T; t++) {
         float *kv = s->kv + t * D;
         uint8_t scratch[4096];
@@ -464,14 +495,7 @@ static hd_status_t attn_layer(step_t *s, const layer_w_t *L, int li)
     /* compressors and indexer projections */
     if (L->ratio != 0) {
         int cw2 = L->comp.coff * D;
-        HD_CHECK(hd_kern_matmul(be, &L->comp.wkv, s->xn, d, s->cu, cw2, T, false));
-        HD_CHECK(hd_kern_matmul(be, &L->comp.wgate, s->xn, d, s->cz, cw2, T, false));
-        if (csa) {
-            HD_CHECK(hd_kern_matmul(be, &L->icomp.wkv, s->xn, d, s->iu, 2 * Di, T, false));
-            HD_CHECK(hd_kern_matmul(be, &L->icomp.wgate, s->xn, d, s->iz, 2 * Di, T, false));
-            HD_CHECK(hd_kern_matmul(be, &L->i_wq_b, s->qr, c->q_lora_rank, s->qi,
-                                    (int64_t)nI * Di, T, aq));
-            HD_CHECK(hd_kern_matmul(be, &L->i_wproj, s->xn, d, s->iw, nI, T, false));
+        if (csa) { /* (the projections ran in the groups above) */
             float wscale = 1.0f / sqrtf((float)Di) * (1.0f / sqrtf((float)nI));
             for (int64_t t = 0; t < T; t++) {
                 for (int h = 0; h < nI; h++) {
@@ -873,8 +897,15 @@ static hd_status_t moe_layer(step_t *s, const layer_w_t *L)
         }
     }
     /* shared expert */
-    HD_CHECK(hd_kern_matmul(be, &L->sh_w1, s->xn, d, s->eg, I, T, aq));
-    HD_CHECK(hd_kern_matmul(be, &L->sh_w3, s->xn, d, s->eu, I, T, aq));
+    {
+        hd_op_matmul_t so[2] = {
+            {.w = &L->sh_w1, .x = s->xn, .y = s->eg, .n = T, .x_stride = d, .y_stride = I,
+             .act_quant_fp8 = aq},
+            {.w = &L->sh_w3, .x = s->xn, .y = s->eu, .n = T, .x_stride = d, .y_stride = I,
+             .act_quant_fp8 = aq},
+        };
+        HD_CHECK(hd_kern_matmul_group(be, so, 2));
+    }
     swiglu(c, s->eg, s->eu, T * I);
     HD_CHECK(hd_kern_matmul(be, &L->sh_w2, s->eg, I, s->a, d, T, aq));
     for (int64_t i = 0; i < T * d; i++) {
