@@ -61,17 +61,14 @@ void cpu_mm_decode_ref(const hd_weight_t *w, int64_t r, int64_t c0, int64_t c1, 
  * (what fp4_dec32 in matmul_avx2.c produces). Inputs given to
  * these functions are already in kernel order and zero-padded to K8 = cols rounded up to 8.
  */
-/* y[t * ldy + i] for t < nt (1 or 2), i < nr (1..4): rows r .. r+nr-1, decode fused. */
-void cpu_mm_gemv_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk, int64_t K8,
-                      int nt, float *y, int64_t ldy);
 /*
- * cpu_mm_gemv_avx2 for FP8 rows r .. r+nr-1 (nr <= 8) in one 128-row scale block, with
- * @xs = @xk times 2^(e-7) per 128-column block for that block's scale byte e wherever
- * @ok[block] (the driver checked that this scaling is exact): the same bits, cheaper.
+ * y[t * ldy + i] for t < nt (1 or 2), i < nr (1..4): rows r .. r+nr-1, decode fused. For FP8
+ * rows in one 128-row scale block, @xs may hold @xk times 2^(e-7) per 128-column block for
+ * that block's scale byte e wherever @ok[block] (the driver checked that this scaling is
+ * exact): the same bits, cheaper. NULL @xs: the canonical decoder throughout.
  */
-void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
-                              const float *xs, const uint8_t *ok, int64_t K8, int nt, float *y,
-                              int64_t ldy);
+void cpu_mm_gemv_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk, const float *xs,
+                      const uint8_t *ok, int64_t K8, int nt, float *y, int64_t ldy);
 /* d[i] = x[i] * f for i < n, n a multiple of 8. */
 void cpu_mm_scale_avx2(float *d, const float *x, int64_t n, float f);
 /* Largest |x| and smallest nonzero |x| over x[0 .. n), n a multiple of 8; false if any x

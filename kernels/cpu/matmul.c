@@ -117,7 +117,7 @@ typedef struct {
     int64_t rows_per_item; /* rows per work item (a multiple of 4) */
     int64_t n_items;
     int64_t item0;       /* index of this job's first item in its group */
-    /* FP8 gemv with prescaled inputs (cpu_mm_gemv_fp8_pre_avx2): scale bytes in
+    /* FP8 gemv with prescaled inputs (cpu_mm_gemv_avx2's xs): scale bytes in
        [fp8_emin, fp8_emax] scale these inputs exactly; fp8_pre false when not in use */
     bool fp8_pre;
     int fp8_emin, fp8_emax;
@@ -148,28 +148,6 @@ static void mm_fp8_prescale(const mm_job_t *j, int64_t sr, float *xs, uint8_t *o
     }
 }
 
-/* Rows [r0, r1) of an FP8 gemv item, one 128-row scale block at a time. */
-static void mm_fp8_pre_rows(const mm_job_t *j, int64_t r0, int64_t r1, float *ws, int64_t *cached)
-{
-    const hd_weight_t *w = j->w;
-    float *xs = ws;
-    uint8_t *ok = (uint8_t *)(ws + j->n * j->K8);
-    for (int64_t r = r0; r < r1;) {
-        int64_t sr = (w->row0 + r) / 128;
-        int64_t end = sr * 128 + 128 - w->row0; /* first row of the next scale block */
-        int64_t e = end < r1 ? end : r1;
-        if (sr != *cached) {
-            mm_fp8_prescale(j, sr, xs, ok);
-            *cached = sr;
-        }
-        while (r < e) {
-            int nr = e - r < 8 ? (int)(e - r) : 8;
-            cpu_mm_gemv_fp8_pre_avx2(w, r, nr, j->xk, xs, ok, j->K8, (int)j->n, j->y + r, j->ldy);
-            r += nr;
-        }
-    }
-}
-
 /* Work item @it of job @j (rows it * rows_per_item ..) with per-worker scratch @ws. */
 static void mm_item(const mm_job_t *j, int64_t it, float *ws, int64_t *cached_sr)
 {
@@ -178,13 +156,23 @@ static void mm_item(const mm_job_t *j, int64_t it, float *ws, int64_t *cached_sr
     int64_t r1 = r0 + j->rows_per_item < w->rows ? r0 + j->rows_per_item : w->rows;
     switch (j->mode) {
     case MM_MODE_GEMV:
-        if (j->fp8_pre) {
-            mm_fp8_pre_rows(j, r0, r1, ws, cached_sr);
-            break;
-        }
-        for (int64_t r = r0; r < r1; r += 4) {
-            int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
-            cpu_mm_gemv_avx2(w, r, nr, j->xk, j->K8, (int)j->n, j->y + r, j->ldy);
+        for (int64_t r = r0; r < r1;) { /* 4 rows at a time, FP8 ones within a scale block */
+            int64_t e = r + 4 < r1 ? r + 4 : r1;
+            const float *xs = NULL;
+            const uint8_t *ok = NULL;
+            if (j->fp8_pre) {
+                int64_t sr = (w->row0 + r) / 128, next = sr * 128 + 128 - w->row0;
+                e = e < next ? e : next;
+                if (sr != *cached_sr) {
+                    mm_fp8_prescale(j, sr, ws, (uint8_t *)(ws + j->n * j->K8));
+                    *cached_sr = sr;
+                }
+                xs = ws;
+                ok = (const uint8_t *)(ws + j->n * j->K8);
+            }
+            cpu_mm_gemv_avx2(w, r, (int)(e - r), j->xk, xs, ok, j->K8, (int)j->n, j->y + r,
+                             j->ldy);
+            r = e;
         }
         break;
     case MM_MODE_TILED: {

@@ -341,31 +341,6 @@ AVX2_INL void gemv_fp8_pre(const hd_weight_t *w, int64_t r, int nr, const float 
     mm_tail4(w, ri, cv, xk, K8, NT, acc);
 }
 
-AVX2_FN void cpu_mm_gemv_fp8_pre_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
-                                      const float *xs, const uint8_t *ok, int64_t K8, int nt,
-                                      float *y, int64_t ldy)
-{
-    __m256 acc[4][2];
-    for (int64_t q = 0; q < nr; q += 4) {
-        int nq = nr - q < 4 ? (int)(nr - q) : 4;
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            acc[i][0] = _mm256_setzero_ps();
-            acc[i][1] = _mm256_setzero_ps();
-        }
-        if (nt == 1) {
-            gemv_fp8_pre(w, r + q, nq, xk, xs, ok, K8, 1, acc);
-        } else {
-            gemv_fp8_pre(w, r + q, nq, xk, xs, ok, K8, 2, acc);
-        }
-        for (int i = 0; i < nq; i++) {
-            for (int t = 0; t < nt; t++) {
-                y[t * ldy + q + i] = hsum8(acc[i][t]);
-            }
-        }
-    }
-}
-
 /* d[i] = x[i] * f for i < n (a multiple of 8). */
 AVX2_FN void cpu_mm_scale_avx2(float *d, const float *x, int64_t n, float f)
 {
@@ -425,30 +400,20 @@ AVX2_INL void gemv_fp4(const hd_weight_t *w, int64_t r, int nr, const float *xk,
             x1[k] = NT > 1 ? _mm256_loadu_ps(xk + K8 + c + 8 * k) : x0[k];
         }
         int64_t cb = c >> 5;
-        uint32_t e0 = sp[0][cb], e1 = sp[1][cb], e2 = sp[2][cb], e3 = sp[3][cb];
-        if (((e0 - MM_FP4_EMIN) | (e1 - MM_FP4_EMIN) | (e2 - MM_FP4_EMIN) | (e3 - MM_FP4_EMIN)) <
-            128 - MM_FP4_EMIN) { /* every scale <= 1 and not tiny: scale by exponent arithmetic */
-            const uint32_t eb[4] = {e0, e1, e2, e3};
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                __m256 f[4];
-                fp4_dec32_pow2(rp[i] + c / 2,
-                               _mm256_castps_si256(_mm256_broadcast_ss((const float *)&mm_fp4_off[eb[i]])),
-                               thz, tlo, f);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    acc[i][0] = _mm256_fmadd_ps(f[k], x0[k], acc[i][0]);
-                    if (NT > 1) {
-                        acc[i][1] = _mm256_fmadd_ps(f[k], x1[k], acc[i][1]);
-                    }
-                }
-            }
-            continue;
-        }
+        uint32_t eb[4] = {sp[0][cb], sp[1][cb], sp[2][cb], sp[3][cb]};
+        /* every scale <= 1 and not tiny: scale by exponent arithmetic, else multiply */
+        bool pow2 = ((eb[0] - MM_FP4_EMIN) | (eb[1] - MM_FP4_EMIN) | (eb[2] - MM_FP4_EMIN) |
+                     (eb[3] - MM_FP4_EMIN)) < 128 - MM_FP4_EMIN;
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             __m256 f[4];
-            fp4_dec32(rp[i] + c / 2, _mm256_broadcast_ss(&cpu_e8m0_f32[sp[i][cb]]), thi, tlo, f);
+            if (pow2) {
+                fp4_dec32_pow2(rp[i] + c / 2,
+                               _mm256_castps_si256(_mm256_broadcast_ss((const float *)&mm_fp4_off[eb[i]])),
+                               thz, tlo, f);
+            } else {
+                fp4_dec32(rp[i] + c / 2, _mm256_broadcast_ss(&cpu_e8m0_f32[eb[i]]), thi, tlo, f);
+            }
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
                 acc[i][0] = _mm256_fmadd_ps(f[k], x0[k], acc[i][0]);
@@ -487,8 +452,9 @@ AVX2_INL void gemv_bf16_f32(const hd_weight_t *w, int64_t r, int nr, const float
     mm_tail4(w, ri, cv, xk, K8, NT, acc);
 }
 
-AVX2_INL void gemv_nt(const hd_weight_t *w, int64_t r, int nr, const float *xk, int64_t K8,
-                      int NT, float *y, int64_t ldy)
+AVX2_INL void gemv_nt(const hd_weight_t *w, int64_t r, int nr, const float *xk,
+                      const float *xs, const uint8_t *ok, int64_t K8, int NT, float *y,
+                      int64_t ldy)
 {
     __m256 acc[4][2];
 #pragma GCC unroll 4
@@ -497,7 +463,13 @@ AVX2_INL void gemv_nt(const hd_weight_t *w, int64_t r, int nr, const float *xk, 
         acc[i][1] = _mm256_setzero_ps();
     }
     switch (w->fmt) {
-    case HD_WFMT_FP8: gemv_fp8(w, r, nr, xk, K8, NT, acc); break;
+    case HD_WFMT_FP8:
+        if (xs != NULL) {
+            gemv_fp8_pre(w, r, nr, xk, xs, ok, K8, NT, acc);
+        } else {
+            gemv_fp8(w, r, nr, xk, K8, NT, acc);
+        }
+        break;
     case HD_WFMT_FP4: gemv_fp4(w, r, nr, xk, K8, NT, acc); break;
     default: gemv_bf16_f32(w, r, nr, xk, K8, NT, acc); break;
     }
@@ -511,16 +483,14 @@ AVX2_INL void gemv_nt(const hd_weight_t *w, int64_t r, int nr, const float *xk, 
 }
 
 AVX2_FN void cpu_mm_gemv_avx2(const hd_weight_t *w, int64_t r, int nr, const float *xk,
-                              int64_t K8, int nt, float *y, int64_t ldy)
+                              const float *xs, const uint8_t *ok, int64_t K8, int nt, float *y,
+                              int64_t ldy)
 {
     mm_fp4_tables();
-    if (nr > 4) {
-        cpu_mm_gemv_avx2(w, r, 4, xk, K8, nt, y, ldy);
-        cpu_mm_gemv_avx2(w, r + 4, nr - 4, xk, K8, nt, y + 4, ldy);
-    } else if (nt == 1) {
-        gemv_nt(w, r, nr, xk, K8, 1, y, ldy);
+    if (nt == 1) {
+        gemv_nt(w, r, nr, xk, xs, ok, K8, 1, y, ldy);
     } else {
-        gemv_nt(w, r, nr, xk, K8, 2, y, ldy);
+        gemv_nt(w, r, nr, xk, xs, ok, K8, 2, y, ldy);
     }
 }
 
